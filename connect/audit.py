@@ -1,0 +1,36 @@
+"""The audit log: who did what, for which Application and Human, from where. Never secrets."""
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from .models import Actor, Application, AuditEntry
+
+# Keys that must never reach the audit log, whatever a caller passes.
+_SECRET_KEYS = {"password", "client_secret", "secret", "token", "access_token", "refresh_token", "code"}
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit(
+    action: str,
+    *,
+    actor: str,
+    application: Application | None = None,
+    human_id: str = "",
+    request: HttpRequest | None = None,
+    **details: Any,
+) -> AuditEntry:
+    clean = {key: value for key, value in details.items() if key.lower() not in _SECRET_KEYS}
+    return AuditEntry.objects.create(
+        action=action,
+        actor=Actor(actor),
+        application=application,
+        human_id=human_id,
+        ip=client_ip(request),
+        details=clean,
+    )

@@ -1,0 +1,33 @@
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connect.services import application_create
+
+
+def origin(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise CommandError(f"--origin {value!r} is not an origin like https://app.example.com")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Command(BaseCommand):
+    help = "Create an Application (a client app) and print its credentials once, as JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--origin", action="append", default=[], help="allowed web origin for Connect (repeatable)")
+        parser.add_argument("--notify-url", default="", help="where notifications are POSTed")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name = options["name"].strip()
+        if not name:
+            raise CommandError("--name must not be empty")
+        notify_url = options["notify_url"]
+        if notify_url and urlsplit(notify_url).scheme not in ("http", "https"):
+            raise CommandError("--notify-url must be an http(s) URL")
+        created = application_create(name=name, origins=[origin(o) for o in options["origin"]], notify_url=notify_url)
+        self.stdout.write(json.dumps(created.as_json()))

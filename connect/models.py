@@ -1,0 +1,169 @@
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from humanapi_project import crypto
+
+
+def new_human_id() -> str:
+    return secrets.token_hex(12)
+
+
+def new_client_id() -> str:
+    return secrets.token_hex(20)
+
+
+class Application(models.Model):
+    """One client app, one tenant. Secrets are stored as hashes; the webhook secret encrypted."""
+
+    name = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=64, unique=True, default=new_client_id)
+    client_secret_hash = models.CharField(max_length=64)
+    app_key_hash = models.CharField(max_length=64)
+    webhook_secret_sealed = models.TextField(blank=True, default="")
+    allowed_origins = models.JSONField(default=list, blank=True)
+    notify_url = models.URLField(blank=True, default="")
+    # Per-application source configuration (e.g. Humanity's client id and secret), encrypted.
+    source_config_sealed = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client_id})"
+
+    def check_client_secret(self, secret: str) -> bool:
+        return crypto.hashes_match(secret, self.client_secret_hash)
+
+    def check_app_key(self, key: str) -> bool:
+        return crypto.hashes_match(key, self.app_key_hash)
+
+    @property
+    def webhook_secret(self) -> str:
+        return str(crypto.decrypt_json(self.webhook_secret_sealed) or "")
+
+    def source_config(self, slug: str) -> dict[str, str]:
+        config = crypto.decrypt_json(self.source_config_sealed) or {}
+        return dict(config.get(slug, {}))
+
+    def allows_origin(self, origin: str) -> bool:
+        return origin.rstrip("/") in {o.rstrip("/") for o in self.allowed_origins}
+
+
+class Human(models.Model):
+    """One end user of one Application, known to the app by its own `client_user_id`."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_human_id, editable=False)
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="humans")
+    client_user_id = models.CharField(max_length=255)
+    email = models.CharField(max_length=320, blank=True, default="")
+    default_time_zone = models.CharField(max_length=64, blank=True, default="UTC")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["application", "client_user_id"], name="human_unique_client_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.client_user_id})"
+
+
+class TokenKind(models.TextChoices):
+    SESSION = "session"
+    ID = "id"
+    ACCESS = "access"
+    REFRESH = "refresh"
+    PUBLIC = "public"
+
+
+class TokenQuerySet(models.QuerySet["Token"]):
+    def live(self, now: datetime | None = None) -> "TokenQuerySet":
+        return self.filter(revoked_at__isnull=True, expires_at__gt=now or timezone.now())
+
+
+class Token(models.Model):
+    """A bearer token of any kind. Only its SHA-256 is kept; the value is shown once."""
+
+    kind = models.CharField(max_length=16, choices=TokenKind.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="tokens")
+    human = models.ForeignKey(Human, on_delete=models.CASCADE, related_name="tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Refresh tokens of one chain share a family, so a replayed one can revoke the chain.
+    family = models.CharField(max_length=32, blank=True, default="")
+
+    objects = TokenQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="token_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} token of {self.human_id}"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        return self.revoked_at is None and not self.is_expired(now)
+
+    @classmethod
+    def mint(cls, *, kind: str, human: Human, ttl: int, family: str = "") -> tuple["Token", str]:
+        value = crypto.new_token()
+        token = cls.objects.create(
+            kind=kind,
+            token_hash=crypto.token_hash(value),
+            application_id=human.application_id,
+            human=human,
+            expires_at=timezone.now() + timedelta(seconds=ttl),
+            family=family,
+        )
+        return token, value
+
+    @classmethod
+    def find(cls, value: str, kinds: tuple[str, ...]) -> "Token | None":
+        """The token with this value, whatever its state, or None. Lookup is by hash."""
+        if not value or len(value) > 200:
+            return None
+        return (
+            cls.objects.select_related("human", "application")
+            .filter(token_hash=crypto.token_hash(value), kind__in=kinds)
+            .first()
+        )
+
+
+class Actor(models.TextChoices):
+    END_USER = "end_user"
+    APP_SERVER = "app_server"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
+class AuditEntry(models.Model):
+    """Append-only: rows are only ever inserted (see connect.audit)."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    application = models.ForeignKey(Application, null=True, blank=True, on_delete=models.SET_NULL)
+    # Kept as plain ids so the trail outlives a deleted Human.
+    human_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    action = models.CharField(max_length=64)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["application", "-at", "-id"], name="audit_app_at_idx")]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("audit entries are append-only")
+        super().save(*args, **kwargs)

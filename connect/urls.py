@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.connect_page, name="connect-page"),
+    path("client.js", views.client_js, name="connect-client-js"),
+    path("assets/<str:name>", views.asset, name="connect-asset"),
+    path("sources/<slug:slug>/connect", views.ConnectSourceView.as_view(), name="connect-source"),
+    path("connections/<str:connection_id>/disconnect", views.DisconnectView.as_view(), name="connect-disconnect"),
+]

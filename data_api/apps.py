@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DataApiConfig(AppConfig):
+    name = "data_api"
+    default_auto_field = "django.db.models.BigAutoField"

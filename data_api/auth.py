@@ -1,0 +1,64 @@
+"""Authentication of the Data API (an access token) and the Application API (the App Key)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from connect.models import Application, Human, Token, TokenKind
+from humanapi_project import crypto
+
+
+class AccessTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer TOKEN` or `?access_token=TOKEN`; request.user is the Human."""
+
+    def authenticate(self, request: Request) -> tuple[Human, Token] | None:
+        header = request.headers.get("Authorization", "")
+        value = ""
+        if header:
+            scheme, _, rest = header.partition(" ")
+            if scheme.lower() != "bearer" or not rest.strip():
+                raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <access token>'")
+            value = rest.strip()
+        else:
+            value = request.query_params.get("access_token", "")
+        if not value:
+            raise exceptions.NotAuthenticated("An access token is required (Bearer header or access_token parameter)")
+        token = Token.find(value, (TokenKind.ACCESS,))
+        if token is None or token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("Invalid access token")
+        if token.is_expired():
+            raise exceptions.AuthenticationFailed("Access token expired; exchange for a new one")
+        return token.human, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="humanapi"'
+
+
+class AppKeyAuthentication(authentication.BaseAuthentication):
+    """HTTP Basic with the App Key as the username and an empty password, for the Application
+    named by `client_id` in the URL; request.user is the Application."""
+
+    def authenticate(self, request: Request) -> tuple[Application, None] | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            raise exceptions.NotAuthenticated("HTTP Basic auth with the App Key as username is required")
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise exceptions.AuthenticationFailed("Malformed Basic credentials") from None
+        app_key = decoded.partition(":")[0]
+        kwargs: dict[str, Any] = request.parser_context.get("kwargs", {}) if request.parser_context else {}
+        application = Application.objects.filter(client_id=kwargs.get("client_id", "")).first()
+        stored = application.app_key_hash if application else crypto.token_hash("no-such-application")
+        if application is None or not crypto.hashes_match(app_key, stored):
+            raise exceptions.AuthenticationFailed("Invalid App Key for this application")
+        return application, None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="humanapi"'

@@ -1,0 +1,229 @@
+"""Settings, read from the environment. Every value has a safe default for one machine.
+
+The helpers below fail loudly on a value they cannot parse: a typo in production should stop
+the process at start, not surface later as odd behaviour.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def parse_database_url(url: str) -> dict[str, object]:
+    """Turn `postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` into DATABASES['default']."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///relative.db is relative to the project; sqlite:////abs.db is absolute.
+        name = unquote(parts.path)[1:]
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": name if name.startswith("/") else str(BASE_DIR / name),
+            # The demo's web server and worker share the file: WAL and IMMEDIATE avoid "locked".
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        if not parts.path.strip("/"):
+            raise ImproperlyConfigured("DATABASE_URL needs a database name")
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "OPTIONS": dict(parse_qsl(parts.query)),
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r} is not supported (use postgres:// or sqlite://)")
+
+
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+if SECRET_KEY == DEV_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured("Set SECRET_KEY: the development key is refused when DEBUG is off")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+# Where this server is reached from outside (used for OAuth redirect URIs); derived from the
+# request when empty.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "").rstrip("/")
+
+# Demo mode serves a sample client page at /demo/ and is meant for one machine only.
+DEMO_MODE = env_bool("DEMO_MODE", False)
+DEMO_HISTORY_DAYS = env_int("DEMO_HISTORY_DAYS", 30, minimum=1)
+DEMO_HEART_RATE_INTERVAL_MINUTES = env_int("DEMO_HEART_RATE_INTERVAL_MINUTES", 10, minimum=1)
+DEMO_CREDENTIALS_FILE = env_str("DEMO_CREDENTIALS_FILE", str(BASE_DIR / ".demo" / "application.json"))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "connect",
+    "sources",
+    "data_api",
+]
+
+MIDDLEWARE = [
+    "humanapi_project.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "humanapi_project.urls"
+WSGI_APPLICATION = "humanapi_project.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": parse_database_url(env_str("DATABASE_URL", "sqlite:///db.sqlite3"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "humanapi_project.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# Tokens (seconds).
+SESSION_TOKEN_TTL = env_int("SESSION_TOKEN_TTL", 3600, minimum=60)
+ACCESS_TOKEN_TTL = env_int("ACCESS_TOKEN_TTL", 86400, minimum=60)
+REFRESH_TOKEN_TTL = env_int("REFRESH_TOKEN_TTL", 90 * 86400, minimum=60)
+
+# Keys that encrypt provider credentials at rest: comma-separated Fernet keys, the first one
+# encrypts, all of them decrypt (rotation: put the new key first, run `manage.py rotate_keys`).
+# Empty: one key derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
+
+# Slugs Connect offers (empty: every source that is configured).
+SOURCES_ENABLED = env_list("SOURCES_ENABLED", [])
+# Outbound requests name this server, so a provider's own audit log shows who called.
+OUTBOUND_USER_AGENT = env_str("OUTBOUND_USER_AGENT", "HumanAPI-SelfHosted/1.0 (data aggregation server)")
+# Every SOURCE_<SLUG>_<KEY> variable, read once; the sources app looks values up here.
+SOURCE_SETTINGS = {name: value for name, value in os.environ.items() if name.startswith("SOURCE_")}
+
+# Celery. With no broker configured, the filesystem transport keeps the demo free of servers.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_DIR = Path(env_str("CELERY_BROKER_DIR", str(BASE_DIR / ".celery-broker")))
+if CELERY_BROKER_URL == "filesystem://":
+    for sub in ("queue", "processed"):
+        (CELERY_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
+        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "humanapi")
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600, minimum=10)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
+CELERY_BEAT_SCHEDULE = {
+    "enqueue-due-syncs": {"task": "sources.tasks.enqueue_due_syncs", "schedule": 60.0},
+    "enqueue-due-notifications": {"task": "data_api.tasks.enqueue_due_notifications", "schedule": 60.0},
+}
+# Default interval between incremental syncs of one connection (seconds); per source:
+# SOURCE_<SLUG>_SYNC_INTERVAL.
+SYNC_INTERVAL = env_int("SYNC_INTERVAL", 3600, minimum=60)
+
+# Provider calls: retries in place while the wait is short; longer waits reschedule the sync.
+PROVIDER_RETRY_ATTEMPTS = env_int("PROVIDER_RETRY_ATTEMPTS", 4, minimum=1)
+PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT", 20, minimum=0)
+SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 12, minimum=0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

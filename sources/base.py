@@ -1,0 +1,183 @@
+"""The source plugin interface.
+
+A plugin is one module in `sources/providers/` that defines a `SourcePlugin` subclass. It
+declares its metadata, turns the user's authorization into provider credentials, fetches raw
+pages since a cursor, and normalizes a page into `Record`s. Everything else (locking, token
+refresh, retries and backoff, upserts, deletion by absence, sync runs, notifications) belongs
+to the engine in `sources.sync`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, ClassVar
+
+from .http import ProviderHttp
+
+
+class AuthKind(enum.StrEnum):
+    CREDENTIALS = "credentials"  # a form checked by the plugin itself (Demo)
+    OAUTH2_PASSWORD = "oauth2_password"  # noqa: S105 - OAuth2 resource-owner password grant (Humanity)
+    OAUTH2_CODE = "oauth2_code"  # OAuth2 authorization code (+ PKCE where supported)
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    kind: str = "text"  # text | password | url
+    required: bool = True
+    autocomplete: str = "off"
+
+
+@dataclass
+class Credentials:
+    """What the engine stores (encrypted) after authorization, and gives back to `fetch`."""
+
+    data: dict[str, Any]
+    expires_at: datetime | None = None
+    external_user_id: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One normalized record. `fields` use the Data API's (Human API's) names."""
+
+    type: str
+    external_id: str
+    start_time: datetime
+    tz_offset: int  # minutes east of UTC
+    end_time: datetime | None = None
+    value: float | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    source_data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def local_day(self) -> date:
+        return (self.start_time + timedelta(minutes=self.tz_offset)).date()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The page is the provider's complete list of `type` records starting in [start, end): a
+    stored record of that type starting inside whose id is absent from the page was deleted."""
+
+    type: str
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class RawPage:
+    """One provider response, as fetched. `cursor` is the plugin's cursor once this page is stored."""
+
+    type: str
+    payload: Any
+    cursor: dict[str, Any] | None = None
+    window: Window | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyncContext:
+    connection_id: str
+    external_user_id: str
+    credentials: dict[str, Any]
+    cursor: dict[str, Any]
+    history: bool
+    now: datetime
+    http: ProviderHttp
+    settings: Mapping[str, str]
+
+
+class SourcePlugin:
+    slug: ClassVar[str]
+    name: ClassVar[str]
+    auth_kind: ClassVar[AuthKind]
+    data_types: ClassVar[tuple[str, ...]]
+    history_days: ClassVar[int] = 365
+    sync_interval: ClassVar[int | None] = None  # seconds; None: the SYNC_INTERVAL setting
+    credential_fields: ClassVar[tuple[FormField, ...]] = ()
+    # OAuth2 authorization code sources:
+    default_authorize_url: ClassVar[str] = ""
+    default_token_url: ClassVar[str] = ""
+    default_api_url: ClassVar[str] = ""
+    scopes: ClassVar[tuple[str, ...]] = ()
+    supports_pkce: ClassVar[bool] = False
+
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        # This source's SOURCE_<SLUG>_<KEY> settings, keys without the prefix.
+        self.settings = settings
+
+    def setting(self, key: str, default: str = "") -> str:
+        return self.settings.get(key, "") or default
+
+    @property
+    def api_url(self) -> str:
+        return self.setting("API_URL", self.default_api_url).rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        return self.setting("TOKEN_URL", self.default_token_url)
+
+    @property
+    def authorize_url(self) -> str:
+        return self.setting("AUTHORIZE_URL", self.default_authorize_url)
+
+    def is_available(self) -> bool:
+        """Whether Connect offers this source (OAuth sources need a client id)."""
+        if self.auth_kind == AuthKind.OAUTH2_CODE:
+            return bool(self.setting("CLIENT_ID"))
+        return True
+
+    # --- authorization -------------------------------------------------------------------
+    def authorize_with_form(
+        self, form: Mapping[str, str], app_config: Mapping[str, str], http: ProviderHttp
+    ) -> Credentials:
+        """Credentials and password-grant sources: check the form, return credentials.
+        Raise `AuthorizationFailed` with a message fit for the user."""
+        raise NotImplementedError
+
+    def refresh(self, credentials: dict[str, Any], http: ProviderHttp) -> Credentials:
+        """Exchange the stored refresh token; raise `RefreshRefused` if the provider says no."""
+        raise RefreshRefused("this source has no token refresh")
+
+    # --- sync ----------------------------------------------------------------------------
+    def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
+        raise NotImplementedError
+
+    def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
+        raise NotImplementedError
+
+
+class SourceError(Exception):
+    """Base of what a plugin raises; messages must never contain secrets."""
+
+
+class AuthorizationFailed(SourceError):
+    pass
+
+
+class RefreshRefused(SourceError):
+    pass
+
+
+class TokenRejected(SourceError):
+    """The provider refused the access token (HTTP 401, Humanity status 3): refresh and retry."""
+
+
+class RateLimited(SourceError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransientError(SourceError):
+    """5xx, a timeout, a reset connection, a malformed body: try again later."""
+
+
+class PermanentError(SourceError):
+    """The provider answered in a way retrying won't change (4xx other than 401/429)."""

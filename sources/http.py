@@ -1,0 +1,149 @@
+"""The one HTTP client every plugin uses: identifies this server, times out, and turns the
+provider's transport-level answers into the engine's exceptions."""
+
+from __future__ import annotations
+
+import email.utils
+import json as jsonlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from django.conf import settings
+
+DEFAULT_TIMEOUT = (5.0, 30.0)
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, *, base: float = 1.0, cap: float = 300.0, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; a provider's Retry-After is a floor, never shortened."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    return max(delay, retry_after) if retry_after is not None else max(delay, base / 2)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ProviderHttp:
+    """Retries rate limits and transient failures in place, with backoff, while the wait is
+    short (`PROVIDER_RETRY_ATTEMPTS`, `PROVIDER_RETRY_MAX_WAIT`); past that the error reaches
+    the engine, which reschedules the sync and resumes from its stored cursor."""
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = settings.OUTBOUND_USER_AGENT
+        self.timeout = timeout
+        self.sleep = sleep
+        self.attempts = settings.PROVIDER_RETRY_ATTEMPTS
+        self.max_wait = float(settings.PROVIDER_RETRY_MAX_WAIT)
+        self.retries = 0  # how many times this client waited and tried again
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        inspect: Callable[[requests.Response], None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send, retrying in place; `inspect` may raise the engine's errors from a body
+        (e.g. Humanity's HTTP 200 with status 91)."""
+        from .base import RateLimited, TransientError
+
+        attempt = 0
+        while True:
+            try:
+                response = self._send(method, url, **kwargs)
+                if inspect is not None:
+                    inspect(response)
+                return response
+            except (RateLimited, TransientError) as exc:
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                delay = backoff_delay(attempt, retry_after=retry_after)
+                attempt += 1
+                if attempt >= self.attempts or delay > self.max_wait:
+                    raise
+                log.info("retrying %s %s in %.1fs: %s", method, _safe(url), delay, exc)
+                self.retries += 1
+                self.sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        check: bool = True,
+    ) -> requests.Response:
+        from .base import PermanentError, RateLimited, TokenRejected, TransientError
+
+        try:
+            response = self.session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                json=json,
+                headers=dict(headers or {}),
+                auth=auth,
+                timeout=self.timeout,
+            )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise TransientError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+        if not check:
+            return response
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(f"{_safe(url)} answered 429", parse_retry_after(response.headers.get("Retry-After")))
+        if status == 401:
+            raise TokenRejected(f"{_safe(url)} answered 401")
+        if status >= 500:
+            raise TransientError(f"{_safe(url)} answered {status}")
+        if status >= 400:
+            raise PermanentError(f"{_safe(url)} answered {status}")
+        return response
+
+    def get_json(self, url: str, **kwargs: Any) -> Any:
+        def checked(response: requests.Response) -> None:
+            decode_json(response)  # a malformed body is retried like a 5xx
+            if "inspect" in kwargs and kwargs["inspect"] is not None:
+                kwargs["inspect"](response)
+
+        response = self.request("GET", url, **{**kwargs, "inspect": checked})
+        return response.json()
+
+
+def decode_json(response: requests.Response) -> Any:
+    from .base import TransientError
+
+    try:
+        return response.json()
+    except (ValueError, jsonlib.JSONDecodeError):
+        raise TransientError(f"{_safe(response.url)} returned a body that is not JSON") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its query string, which may carry an access token."""
+    return url.split("?", 1)[0]

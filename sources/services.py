@@ -1,0 +1,113 @@
+"""Writes of the sources app that Connect and the Application API call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from connect.audit import audit
+from connect.models import Actor, Human
+
+from .base import AuthKind, Credentials
+from .http import ProviderHttp
+from .models import Connection, ConnectionStatus
+from .registry import enabled_plugins
+
+
+class UnknownSource(Exception):
+    pass
+
+
+def offered_plugin(slug: str, auth_kinds: tuple[AuthKind, ...] | None = None):  # type: ignore[no-untyped-def]
+    for plugin in enabled_plugins():
+        if plugin.slug == slug and (auth_kinds is None or plugin.auth_kind in auth_kinds):
+            return plugin
+    raise UnknownSource(slug)
+
+
+def connection_authorize_form(
+    *, human: Human, slug: str, form: Mapping[str, str], request: HttpRequest | None
+) -> Connection:
+    """Connect a credentials or password-grant source. The form (and its password) is passed to
+    the plugin once and dropped; only what the plugin returns is stored, encrypted."""
+    plugin = offered_plugin(slug, (AuthKind.CREDENTIALS, AuthKind.OAUTH2_PASSWORD))
+    credentials = plugin.authorize_with_form(form, human.application.source_config(slug), ProviderHttp())
+    return connection_store(human=human, slug=slug, credentials=credentials, request=request)
+
+
+def connection_store(*, human: Human, slug: str, credentials: Credentials, request: HttpRequest | None) -> Connection:
+    from data_api.notifications import notify_connection_event
+
+    from .tasks import sync_connection
+
+    now = timezone.now()
+    with transaction.atomic():
+        connection, created = Connection.objects.select_for_update().get_or_create(human=human, source=slug)
+        if not created and connection.external_user_id != credentials.external_user_id:
+            # Another provider account: start its history afresh.
+            connection.cursor, connection.history_synced_at, connection.oldest_date = {}, None, None
+        if created or connection.status == ConnectionStatus.DISCONNECTED:
+            connection.connected_at = now
+        connection.status = ConnectionStatus.ACTIVE
+        connection.external_user_id = credentials.external_user_id
+        connection.set_credentials(credentials.data, credentials.expires_at)
+        # The history sync is enqueued below; should that message be lost, beat picks it up.
+        connection.next_sync_at = now + timedelta(minutes=15)
+        connection.save()
+        audit(
+            "connection.connected",
+            actor=Actor.END_USER,
+            application=human.application,
+            human_id=human.pk,
+            request=request,
+            source=slug,
+            connection_id=connection.pk,
+            reconnect=not created,
+        )
+        transaction.on_commit(lambda: sync_connection.delay(connection.pk))
+        transaction.on_commit(lambda: notify_connection_event(connection, "source.connected"))
+    return connection
+
+
+def connection_disconnect(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
+    """Stop syncing and forget the provider credentials. Records already stored stay."""
+    from data_api.notifications import notify_connection_event
+
+    with transaction.atomic():
+        Connection.objects.filter(pk=connection.pk).update(
+            status=ConnectionStatus.DISCONNECTED,
+            credentials_sealed="",
+            token_expires_at=None,
+            next_sync_at=None,
+            sync_requested=False,
+        )
+        audit(
+            "connection.disconnected",
+            actor=actor,
+            application=connection.human.application,
+            human_id=connection.human_id,
+            request=request,
+            source=connection.source,
+            connection_id=connection.pk,
+        )
+        transaction.on_commit(lambda: notify_connection_event(connection, "source.disconnected"))
+    connection.status = ConnectionStatus.DISCONNECTED
+
+
+def connection_request_sync(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
+    from .tasks import sync_connection
+
+    audit(
+        "connection.resync",
+        actor=actor,
+        application=connection.human.application,
+        human_id=connection.human_id,
+        request=request,
+        source=connection.source,
+        connection_id=connection.pk,
+    )
+    transaction.on_commit(lambda: sync_connection.delay(connection.pk))

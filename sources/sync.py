@@ -1,0 +1,289 @@
+"""The sync engine: everything common to every source.
+
+One sync at a time per connection (a claim taken by a conditional UPDATE; a request while one
+runs is coalesced into one more run). No transaction is open while the provider is called;
+each page is normalized, then written with its cursor in one short transaction, so a crash at
+any point loses nothing and a re-run writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .base import (
+    PermanentError,
+    RateLimited,
+    RefreshRefused,
+    SourcePlugin,
+    SyncContext,
+    TokenRejected,
+    TransientError,
+)
+from .http import ProviderHttp
+from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
+from .registry import get_plugin
+from .upsert import TypeCounts, delete_missing, upsert_records
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """The provider asked us to wait (or failed transiently); the fetched pages are stored."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class RunTotals:
+    counts: dict[str, TypeCounts] = field(default_factory=dict)
+    pages: int = 0
+
+    def add(self, kind: str, created: int = 0, updated: int = 0, deleted: int = 0) -> None:
+        entry = self.counts.setdefault(kind, TypeCounts())
+        entry.created += created
+        entry.updated += updated
+        entry.deleted += deleted
+
+    def as_json(self) -> dict[str, dict[str, int]]:
+        return {
+            k: {"created": c.created, "updated": c.updated, "deleted": c.deleted}
+            for k, c in sorted(self.counts.items())
+        }
+
+    @property
+    def changed(self) -> bool:
+        return any(c.created or c.updated or c.deleted for c in self.counts.values())
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+def claim_sync(connection_id: str) -> str | None:
+    """Take the connection's sync claim, or note that one more run is wanted and return None."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    claim = secrets.token_hex(8)
+    taken = (
+        Connection.objects.filter(pk=connection_id, status=ConnectionStatus.ACTIVE)
+        .filter(Q(sync_claimed_at__isnull=True) | Q(sync_claimed_at__lt=stale))
+        .update(sync_claimed_at=now, sync_claim=claim, sync_requested=False)
+    )
+    if taken:
+        return claim
+    Connection.objects.filter(pk=connection_id, status=ConnectionStatus.ACTIVE).update(sync_requested=True)
+    return None
+
+
+def release_sync(connection_id: str, claim: str) -> bool:
+    """Give the claim back. True if another run was requested meanwhile (the caller keeps the
+    claim and runs again)."""
+    again = Connection.objects.filter(pk=connection_id, sync_claim=claim, sync_requested=True).update(
+        sync_requested=False
+    )
+    if again:
+        return True
+    Connection.objects.filter(pk=connection_id, sync_claim=claim).update(sync_claimed_at=None, sync_claim="")
+    return False
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def fresh_credentials(
+    connection: Connection, plugin: SourcePlugin, http: ProviderHttp, *, rejected_token: str | None = None
+) -> dict[str, Any]:
+    """Credentials fit to use: refreshed when near expiry, or when the provider rejected
+    `rejected_token`. Refreshes of one connection are serialized by a row lock; whoever waits
+    finds the new token and uses it rather than refreshing again (a rotated refresh token can
+    be spent only once)."""
+    if rejected_token is None and not connection.needs_refresh():
+        return connection.credentials
+    refused: RefreshRefused | None = None
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update().get(pk=connection.pk)
+        current = locked.credentials
+        if (rejected_token is None and not locked.needs_refresh()) or (
+            rejected_token is not None and current.get("access_token") != rejected_token
+        ):
+            result = current
+        else:
+            try:
+                # Network I/O under the row lock, on purpose: it is what serializes refreshes.
+                renewed = plugin.refresh(current, http)
+            except RefreshRefused as exc:
+                refused = exc
+                result = {}
+            else:
+                locked.set_credentials(renewed.data, renewed.expires_at)
+                locked.save(update_fields=["credentials_sealed", "token_expires_at", "updated_at"])
+                result = renewed.data
+        connection.credentials_sealed = locked.credentials_sealed
+        connection.token_expires_at = locked.token_expires_at
+    if refused is not None:
+        mark_reauth_required(connection, str(refused))
+        raise refused
+    return result
+
+
+def mark_reauth_required(connection: Connection, reason: str) -> None:
+    from connect.audit import audit
+    from data_api.notifications import notify_connection_event
+
+    Connection.objects.filter(pk=connection.pk).update(status=ConnectionStatus.REAUTH_REQUIRED)
+    connection.status = ConnectionStatus.REAUTH_REQUIRED
+    audit(
+        "connection.reauth_required",
+        actor="system",
+        application=connection.human.application,
+        human_id=connection.human_id,
+        source=connection.source,
+        reason=reason,
+    )
+    notify_connection_event(connection, "source.reauth_required")
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> SyncRun | None:
+    """Sync one connection now. Returns the last run, or None if another sync holds the claim
+    (that sync will run once more when it finishes). Raises RetryLater when the provider asks
+    to wait; pages stored so far stay stored and the next run resumes from the cursor."""
+    claim = claim_sync(connection_id)
+    if claim is None:
+        return None
+    run: SyncRun | None = None
+    try:
+        while True:
+            connection = Connection.objects.select_related("human__application").get(pk=connection_id)
+            if not connection.is_active:
+                break
+            run = _run(connection, http or ProviderHttp())
+            if run.outcome != SyncOutcome.SUCCEEDED or not release_sync(connection_id, claim):
+                break
+    finally:
+        release_sync(connection_id, claim)
+    return run
+
+
+def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
+    from data_api.notifications import notify_data_updated
+
+    plugin = get_plugin(connection.source)
+    history = connection.history_synced_at is None
+    run = SyncRun.objects.create(connection=connection, kind=SyncKind.HISTORY if history else SyncKind.INCREMENTAL)
+    totals = RunTotals()
+    outcome, error, retry_after = SyncOutcome.SUCCEEDED, "", None
+    try:
+        if plugin is None:
+            raise PermanentError(f"source {connection.source!r} is not installed")
+        _fetch_and_store(connection, plugin, http, history, totals, run)
+    except RefreshRefused as exc:
+        outcome, error = SyncOutcome.REAUTH_REQUIRED, f"refresh refused: {exc}"
+    except (RateLimited, TransientError) as exc:
+        outcome, error = SyncOutcome.RETRYING, str(exc)
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+    except (PermanentError, TokenRejected) as exc:
+        outcome, error = SyncOutcome.FAILED, str(exc)
+    except Exception as exc:
+        log.exception("sync of connection %s failed", connection.pk)
+        outcome, error = SyncOutcome.FAILED, f"internal error: {type(exc).__name__}"
+    now = timezone.now()
+    run.outcome, run.error, run.finished_at = outcome, error, now
+    run.counts, run.pages = totals.as_json(), totals.pages
+    run.save(update_fields=["outcome", "error", "finished_at", "counts", "pages"])
+    if outcome == SyncOutcome.SUCCEEDED:
+        interval = (plugin.sync_interval if plugin else None) or _interval(connection.source)
+        updates: dict[str, Any] = {"last_synced_at": now, "next_sync_at": now + timedelta(seconds=interval)}
+        if history:
+            updates["history_synced_at"] = now
+        Connection.objects.filter(pk=connection.pk).update(**updates)
+    if totals.changed:
+        notify_data_updated(connection, run)
+    if outcome == SyncOutcome.FAILED:
+        from data_api.notifications import notify_connection_event
+
+        notify_connection_event(connection, "sync.failed", error=error)
+    if outcome == SyncOutcome.RETRYING:
+        raise RetryLater(error, retry_after)
+    return run
+
+
+def _interval(slug: str) -> int:
+    from .registry import source_settings
+
+    raw = source_settings(slug).get("SYNC_INTERVAL", "")
+    return int(raw) if raw.isdigit() and int(raw) >= 60 else settings.SYNC_INTERVAL
+
+
+def _fetch_and_store(
+    connection: Connection, plugin: SourcePlugin, http: ProviderHttp, history: bool, totals: RunTotals, run: SyncRun
+) -> None:
+    credentials = fresh_credentials(connection, plugin, http)
+    refreshed_on_rejection = False
+    while True:
+        ctx = SyncContext(
+            connection_id=connection.pk,
+            external_user_id=connection.external_user_id,
+            credentials=credentials,
+            cursor=dict(connection.cursor),
+            history=history,
+            now=timezone.now(),
+            http=http,
+            settings=plugin.settings,
+        )
+        try:
+            for page in plugin.fetch(ctx):
+                _store_page(connection, plugin, ctx, page, totals)
+                if page.cursor is not None:
+                    connection.cursor = {**connection.cursor, **page.cursor}
+                    ctx.cursor = dict(connection.cursor)
+                if totals.pages % 20 == 0:
+                    SyncRun.objects.filter(pk=run.pk).update(pages=totals.pages, counts=totals.as_json())
+            return
+        except TokenRejected:
+            if refreshed_on_rejection:
+                raise
+            refreshed_on_rejection = True
+            credentials = fresh_credentials(
+                connection, plugin, http, rejected_token=str(credentials.get("access_token", ""))
+            )
+
+
+def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, page: Any, totals: RunTotals) -> None:
+    records = plugin.normalize(page, ctx)  # outside the transaction: pure computation
+    now = timezone.now()
+    with transaction.atomic():
+        counts = upsert_records(
+            records, human_id=connection.human_id, connection_id=connection.pk, source=connection.source, now=now
+        )
+        for kind, c in counts.items():
+            totals.add(kind, created=c.created, updated=c.updated)
+        if page.window is not None:
+            window = page.window
+            seen = {r.external_id for r in records if r.type == window.type}
+            deleted = delete_missing(
+                connection_id=connection.pk, kind=window.type, start=window.start, end=window.end, seen=seen
+            )
+            if deleted:
+                totals.add(window.type, deleted=deleted)
+        if page.cursor is not None:
+            # The cursor moves in the same transaction as the page it describes.
+            Connection.objects.filter(pk=connection.pk).update(cursor={**connection.cursor, **page.cursor})
+        if records:
+            oldest = min(r.local_day for r in records)
+            Connection.objects.filter(pk=connection.pk).filter(
+                Q(oldest_date__isnull=True) | Q(oldest_date__gt=oldest)
+            ).update(oldest_date=oldest)
+    totals.pages += 1

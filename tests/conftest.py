@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.factories import Persona, make_application, make_human
+from tests.live import live_stack  # noqa: F401 - a fixture
+
+
+@pytest.fixture
+def alice(db: None) -> Persona:
+    """Alice's application and one of its users."""
+    app = make_application("Alice's app")
+    return Persona(app, make_human(app, "alice-user-1", "alice-user-1@example.com"))
+
+
+@pytest.fixture
+def charlie(db: None) -> Persona:
+    """Another tenant: must never see or change Alice's data."""
+    app = make_application("Charlie's app", origins=("http://127.0.0.1:9998",))
+    return Persona(app, make_human(app, "charlie-user-1", "charlie-user-1@example.com"))
+
+
+def pytest_report_header() -> list[str]:
+    return [f"DATABASE_URL={os.environ.get('DATABASE_URL', '(sqlite default)')}"]

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.utils import timezone
+
+from data_api.models import Record
+from sources.base import SyncContext
+from sources.http import ProviderHttp
+from sources.models import Connection, SyncOutcome
+from sources.providers.demo import DemoSource
+from sources.registry import get_plugin
+from sources.sync import connection_sync
+from tests.conftest import Persona
+from tests.factories import make_connection
+
+
+def expected_records(connection: Connection) -> Counter[str]:
+    plugin = get_plugin("demo")
+    assert isinstance(plugin, DemoSource)
+    ctx = SyncContext(
+        connection_id=connection.pk, external_user_id="demouser", credentials={}, cursor={}, history=True,
+        now=timezone.now(), http=ProviderHttp(), settings={},
+    )
+    return Counter(r.type for page in plugin.fetch(ctx) for r in plugin.normalize(page, ctx))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_every_demo_record_once(alice: Persona, settings: object) -> None:
+    connection = make_connection(alice.human)
+    run = connection_sync(connection_id=connection.pk)
+    assert run is not None and run.outcome == SyncOutcome.SUCCEEDED
+    stored = Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    assert stored == expected_records(connection)
+    assert run.counts["activities"]["created"] == stored["activities"]
+
+    again = connection_sync(connection_id=connection.pk)
+    assert again is not None and again.kind == "incremental"
+    assert Counter(Record.objects.filter(connection=connection).values_list("type", flat=True)) == stored
+    # Unchanged records are not rewritten: updatedAt only moves on a real change.
+    assert all(c["updated"] == 0 for c in again.counts.values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_coalesces_a_sync_requested_while_one_runs(alice: Persona) -> None:
+    connection = make_connection(alice.human)
+    Connection.objects.filter(pk=connection.pk).update(sync_claimed_at=timezone.now(), sync_claim="other")
+    assert connection_sync(connection_id=connection.pk) is None
+    assert Connection.objects.get(pk=connection.pk).sync_requested is True
+    assert not Record.objects.filter(connection=connection).exists()
