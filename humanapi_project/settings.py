@@ -181,6 +181,8 @@ FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 SOURCES_ENABLED = env_list("SOURCES_ENABLED", [])
 # Outbound requests name this server, so a provider's own audit log shows who called.
 OUTBOUND_USER_AGENT = env_str("OUTBOUND_USER_AGENT", "HumanAPI-SelfHosted/1.0 (data aggregation server)")
+# Providers may grant fewer scopes than asked; that is theirs to decide, not an error.
+os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
 # Every SOURCE_<SLUG>_<KEY> variable, read once; the sources app looks values up here.
 SOURCE_SETTINGS = {name: value for name, value in os.environ.items() if name.startswith("SOURCE_")}
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("v1/connect/token", TokenView.as_view(), name="token"),
     path("connect/", include("connect.urls")),
     path("v1/human/", include("data_api.urls")),
+    path("v1/apps/<str:client_id>/", include("data_api.app_urls")),
 ]
 
 if settings.DEMO_MODE:

@@ -87,17 +87,47 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool
     bin_dir = Path(sys.executable).parent
     stack.processes.append(
         subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "humanapi_project.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2",
-             "--threads", "4", "--timeout", "60", "--access-logfile", "-"],
-            cwd=ROOT, env=env, stdout=web_log.open("wb"), stderr=subprocess.STDOUT,
+            [
+                str(bin_dir / "gunicorn"),
+                "humanapi_project.wsgi",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                "--access-logfile",
+                "-",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=web_log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
     )
     if worker:
         stack.processes.append(
             subprocess.Popen(
-                [str(bin_dir / "celery"), "-A", "humanapi_project", "worker", "-Q", env["CELERY_TASK_DEFAULT_QUEUE"],
-                 "--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-                cwd=ROOT, env=env, stdout=worker_log.open("wb"), stderr=subprocess.STDOUT,
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "humanapi_project",
+                    "worker",
+                    "-Q",
+                    env["CELERY_TASK_DEFAULT_QUEUE"],
+                    "--concurrency",
+                    "2",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=worker_log.open("wb"),
+                stderr=subprocess.STDOUT,
             )
         )
     deadline = time.monotonic() + 30
@@ -148,7 +178,9 @@ def wait_until(predicate: Any, timeout: float = 60, interval: float = 0.3, messa
 
 
 @pytest.fixture(scope="session")
-def live_stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+def live_stack(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
     """gunicorn + a Celery worker over Redis, on the test database, for the whole session."""
     stack = start_stack(tmp_path_factory.mktemp("live"))
     try:

@@ -20,8 +20,14 @@ def expected_records(connection: Connection) -> Counter[str]:
     plugin = get_plugin("demo")
     assert isinstance(plugin, DemoSource)
     ctx = SyncContext(
-        connection_id=connection.pk, external_user_id="demouser", credentials={}, cursor={}, history=True,
-        now=timezone.now(), http=ProviderHttp(), settings={},
+        connection_id=connection.pk,
+        external_user_id="demouser",
+        credentials={},
+        cursor={},
+        history=True,
+        now=timezone.now(),
+        http=ProviderHttp(),
+        settings={},
     )
     return Counter(r.type for page in plugin.fetch(ctx) for r in plugin.normalize(page, ctx))
 
