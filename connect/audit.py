@@ -7,7 +7,21 @@ from django.http import HttpRequest
 from .models import Actor, Application, AuditEntry
 
 # Keys that must never reach the audit log, whatever a caller passes.
-_SECRET_KEYS = {"password", "client_secret", "secret", "token", "access_token", "refresh_token", "code"}
+_SECRET_KEYS = {
+    "password",
+    "client_secret",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "session_token",
+    "id_token",
+    "public_token",
+    "code",
+    "code_verifier",
+    "state",
+    "csrf",
+}
 
 
 def client_ip(request: HttpRequest | None) -> str | None:

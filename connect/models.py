@@ -167,3 +167,47 @@ class AuditEntry(models.Model):
         if self.pk is not None:
             raise ValueError("audit entries are append-only")
         super().save(*args, **kwargs)
+
+
+class OAuthState(models.Model):
+    """One pending OAuth2 authorization of a source, started from one Connect session.
+
+    The `state` value sent to the provider is random and kept here only as a hash; the row is
+    consumed once by a conditional UPDATE (see connect.oauth). `sealed` holds, encrypted, what the
+    callback needs and must not be readable from the database: the PKCE verifier and, in redirect
+    mode, the Connect token to send the user back with.
+    """
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    connect_token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="+")
+    human = models.ForeignKey(Human, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=64)
+    redirect_uri = models.CharField(max_length=500)
+    # Hash of a cookie set on the browser that started the flow: the callback must come from it.
+    browser_hash = models.CharField(max_length=64)
+    redirect_mode = models.BooleanField(default=False)
+    sealed = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"OAuth state for {self.source} of {self.human_id}"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+    @property
+    def secrets(self) -> dict[str, Any]:
+        return dict(crypto.decrypt_json(self.sealed) or {})
+
+
+class RateLimitBucket(models.Model):
+    """One fixed-window counter (`key` names the limit, the subject and the window)."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"

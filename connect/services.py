@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -13,6 +14,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from humanapi_project import crypto
+from sources.models import Connection, ConnectionStatus
 
 from .audit import audit
 from .models import Actor, Application, Human, Token, TokenKind
@@ -42,7 +44,17 @@ class CreatedApplication:
         }
 
 
-def application_create(*, name: str, origins: list[str], notify_url: str = "") -> CreatedApplication:
+def origin_normalize(value: str) -> str:
+    """`https://app.example.com[:port]` from what an operator typed; ValueError if not an origin."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"{value!r} is not an origin like https://app.example.com")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def application_create(
+    *, name: str, origins: list[str], notify_url: str = "", operator: str = ""
+) -> CreatedApplication:
     client_secret = crypto.new_token()
     app_key = crypto.new_token(24)
     webhook_secret = "whsec_" + secrets.token_hex(24)
@@ -54,7 +66,10 @@ def application_create(*, name: str, origins: list[str], notify_url: str = "") -
         allowed_origins=[o.rstrip("/") for o in origins],
         notify_url=notify_url,
     )
-    audit("application.created", actor=Actor.OPERATOR, application=application, name=name, origins=origins)
+    details: dict[str, Any] = {"name": name, "origins": origins}
+    if operator:
+        details["operator"] = operator
+    audit("application.created", actor=Actor.OPERATOR, application=application, **details)
     return CreatedApplication(application, client_secret, app_key, webhook_secret)
 
 
@@ -152,6 +167,103 @@ def _audit_exchange(application: Application, human: Human, kind: str, request: 
     audit(
         "token.exchange", actor=Actor.APP_SERVER, application=application, human_id=human.pk, request=request, type=kind
     )
+
+
+def legacy_tokens_exchange(
+    *, human_id: str, client_id: str, client_secret: str, session_token: str, request: HttpRequest | None
+) -> dict[str, Any]:
+    """Human API v1 `POST /v1/connect/tokens`: a Connect session token (or id token) of this
+    Application and Human becomes an access token and a new public token.
+
+    The session token is not consumed: it stays usable until it expires, as Connect may still be
+    open with it. v1 clients have no refresh flow and keep the access token, so it lives
+    LEGACY_ACCESS_TOKEN_TTL (default a year) rather than ACCESS_TOKEN_TTL. As with `type=access`,
+    a Human who has connected nothing yet gets a 404.
+    """
+    application = authenticate_client(client_id, client_secret)
+    token = Token.find(session_token, (TokenKind.SESSION, TokenKind.ID))
+    valid = token is not None and token.application_id == application.pk and token.human_id == human_id
+    if token is None or not valid or not token.is_usable():
+        raise ExchangeError(401, "Invalid or expired sessionToken for this humanId")
+    human = token.human
+    if not human.connections.exclude(status="disconnected").exists():
+        raise ExchangeError(404, "This user has not connected any source yet")
+    _access, access_value = Token.mint(kind=TokenKind.ACCESS, human=human, ttl=settings.LEGACY_ACCESS_TOKEN_TTL)
+    public_value = public_token_issue(human)
+    _audit_exchange(application, human, "legacy", request)
+    return {
+        "humanId": human.pk,
+        "accessToken": access_value,
+        "publicToken": public_value,
+        "clientId": application.client_id,
+        "clientUserId": human.client_user_id,
+    }
+
+
+def legacy_public_token_exchange(
+    *, human_id: str, client_id: str, client_secret: str, request: HttpRequest | None
+) -> dict[str, Any]:
+    """Human API v1 `POST /v1/connect/publictokens`: a new public token for one of the
+    Application's Humans (its earlier public tokens stop working, see `public_token_issue`)."""
+    application = authenticate_client(client_id, client_secret)
+    human = Human.objects.filter(pk=human_id, application=application).first()
+    if human is None:
+        raise ExchangeError(404, "No user with this humanId in this application")
+    value = public_token_issue(human)
+    _audit_exchange(application, human, "public", request)
+    return {"humanId": human.pk, "publicToken": value}
+
+
+def public_token_issue(human: Human) -> str:
+    """Mint the Human's public token. A Human has at most one live public token: minting a new
+    one revokes the others (the Human row is locked so two concurrent mints can't both survive)."""
+    with transaction.atomic():
+        Human.objects.select_for_update().filter(pk=human.pk).first()
+        Token.objects.filter(human=human, kind=TokenKind.PUBLIC, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        _token, value = Token.mint(kind=TokenKind.PUBLIC, human=human, ttl=settings.PUBLIC_TOKEN_TTL)
+    return value
+
+
+def public_tokens_rotate(*, human: Human, session: Token) -> int:
+    """After a new connection made in Connect, the Human's public tokens rotate: every earlier
+    one is revoked, so a leaked public token can't be used to see or change the new connection.
+
+    The app gets the new one as a v1 client always did after Connect finishes: from
+    `POST /v1/connect/tokens` or `POST /v1/connect/publictokens`. The public token that opened
+    the running Connect session (if it is one) is not revoked but cut to at most
+    SESSION_TOKEN_TTL from now, so the user can finish the session. Returns how many were revoked.
+    """
+    now = timezone.now()
+    earlier = Token.objects.filter(human=human, kind=TokenKind.PUBLIC, revoked_at__isnull=True)
+    revoked = earlier.exclude(pk=session.pk).update(revoked_at=now)
+    if session.kind == TokenKind.PUBLIC:
+        cap = now + timedelta(seconds=settings.SESSION_TOKEN_TTL)
+        Token.objects.filter(pk=session.pk, expires_at__gt=cap).update(expires_at=cap)
+    return revoked
+
+
+def connect_completed(
+    *, session: Token, connection: Connection, previous_status: str | None, request: HttpRequest | None
+) -> None:
+    """What Connect does after any successful connection (credential form or OAuth): rotate the
+    public tokens and, when the connection needed reauthorization, record that it got it."""
+    public_tokens_rotate(human=session.human, session=session)
+    if previous_status == ConnectionStatus.REAUTH_REQUIRED:
+        audit(
+            "connection.reauthorized",
+            actor=Actor.END_USER,
+            application=session.application,
+            human_id=session.human_id,
+            request=request,
+            source=connection.source,
+            connection_id=connection.pk,
+        )
+
+
+def previous_status(human: Human, slug: str) -> str | None:
+    return Connection.objects.filter(human=human, source=slug).values_list("status", flat=True).first()
 
 
 def resolve_connect_token(value: str) -> tuple[Token | None, str]:

@@ -8,4 +8,7 @@ urlpatterns = [
     path("assets/<str:name>", views.asset, name="connect-asset"),
     path("sources/<slug:slug>/connect", views.ConnectSourceView.as_view(), name="connect-source"),
     path("connections/<str:connection_id>/disconnect", views.DisconnectView.as_view(), name="connect-disconnect"),
+    path("oauth/callback", views.oauth_callback_view, name="connect-oauth-callback"),
+    path("oauth/done.js", views.oauth_js, name="connect-oauth-js"),
+    path("oauth/<slug:slug>/start", views.oauth_start_view, name="connect-oauth-start"),
 ]

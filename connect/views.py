@@ -5,15 +5,18 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
+from django.utils.http import urlencode
 from django.views import View
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from humanapi_project import crypto
@@ -23,10 +26,43 @@ from sources.models import Connection, ConnectionStatus
 from sources.registry import enabled_plugins, plugin_classes
 from sources.services import UnknownSource, connection_authorize_form, connection_disconnect
 
+from . import ratelimit
+from .audit import client_ip
 from .models import Actor, Token
-from .services import ExchangeError, resolve_connect_token, token_exchange
+from .oauth import BROWSER_COOKIE, OAuthOutcome, OAuthProblem, oauth_callback, oauth_start, result_open, result_seal
+from .services import (
+    ExchangeError,
+    connect_completed,
+    legacy_public_token_exchange,
+    legacy_tokens_exchange,
+    previous_status,
+    resolve_connect_token,
+    token_exchange,
+)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+OAUTH_ASSETS = Path(__file__).resolve().parent / "oauth_assets"
+
+
+class TokenRateThrottle(BaseThrottle):
+    """The token endpoints' limits (connect.ratelimit): per client IP, then per client_id as
+    sent (counted before authentication, so guessing secrets is limited too)."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        self.retry_after = 0
+        verdict = ratelimit.hit(ratelimit.token_limits()[1], client_ip(request._request) or "unknown")
+        if verdict.allowed:
+            # Parsing may raise ParseError: DRF answers it with a 400 like any other bad body.
+            data = request.data
+            client_id = data.get("client_id") or data.get("clientId") if isinstance(data, dict) else ""
+            if isinstance(client_id, str) and client_id:
+                verdict = ratelimit.hit(ratelimit.token_limits()[0], client_id[:200])
+        self.retry_after = verdict.retry_after
+        return verdict.allowed
+
+    def wait(self) -> float | None:
+        # The error handler adds one second to what it is given.
+        return max(0, self.retry_after - 1)
 
 
 class TokenView(APIView):
@@ -50,11 +86,67 @@ class TokenView(APIView):
                 raise serializers.ValidationError({"refresh_token": "This field is required for type=refresh."})
             return attrs
 
+    throttle_classes = [TokenRateThrottle]
+
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             body = token_exchange(data=dict(data.validated_data), request=request._request)
+        except ExchangeError as exc:
+            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
+        return Response(body)
+
+
+class LegacyTokensView(APIView):
+    """POST /v1/connect/tokens (Human API v1): session token -> access token + public token."""
+
+    throttle_classes = [TokenRateThrottle]
+
+    class Input(serializers.Serializer[dict[str, Any]]):
+        humanId = serializers.CharField(max_length=64)
+        clientId = serializers.CharField(max_length=64)
+        sessionToken = serializers.CharField(max_length=200)
+        clientSecret = serializers.CharField(max_length=200)
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            body = legacy_tokens_exchange(
+                human_id=values["humanId"],
+                client_id=values["clientId"],
+                client_secret=values["clientSecret"],
+                session_token=values["sessionToken"],
+                request=request._request,
+            )
+        except ExchangeError as exc:
+            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
+        return Response(body)
+
+
+class LegacyPublicTokensView(APIView):
+    """POST /v1/connect/publictokens (Human API v1): a fresh public token for a Human."""
+
+    throttle_classes = [TokenRateThrottle]
+
+    class Input(serializers.Serializer[dict[str, Any]]):
+        humanId = serializers.CharField(max_length=64)
+        clientId = serializers.CharField(max_length=64)
+        clientSecret = serializers.CharField(max_length=200)
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            body = legacy_public_token_exchange(
+                human_id=values["humanId"],
+                client_id=values["clientId"],
+                client_secret=values["clientSecret"],
+                request=request._request,
+            )
         except ExchangeError as exc:
             return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
         return Response(body)
@@ -136,6 +228,10 @@ def connect_page(request: HttpRequest) -> HttpResponse:
         ],
         "connections": connection_list(token.human_id),
     }
+    # Redirect mode of the OAuth flow comes back here with its (signed) result to show.
+    oauth_result = result_open(request.GET.get("oauth_result", ""), token.human_id)
+    if oauth_result is not None:
+        state["oauthResult"] = oauth_result
     response = render(request, "connect/index.html", {"state": state, "app_name": application.name})
     return frame_policy(response, list(application.allowed_origins))
 
@@ -178,6 +274,7 @@ class ConnectSourceView(View):
         if problem is not None or token is None:
             return problem  # type: ignore[return-value]
         form = {k: v[:1000] for k, v in body.items() if k not in ("token", "csrf")}
+        before = previous_status(token.human, slug)
         try:
             connection = connection_authorize_form(human=token.human, slug=slug, form=form, request=request)
         except UnknownSource:
@@ -186,6 +283,7 @@ class ConnectSourceView(View):
             return error_response(400, str(exc), request, ["username", "password"])
         except SourceError as exc:
             return error_response(502, f"The provider could not be reached: {exc}", request)
+        connect_completed(session=token, connection=connection, previous_status=before, request=request)
         return JsonResponse(
             {
                 "status": "CONNECTED_SOURCE",
@@ -240,3 +338,119 @@ def asset(request: HttpRequest, name: str) -> FileResponse:
 
 def client_js(request: HttpRequest) -> FileResponse:
     return asset(request, "client.js")
+
+
+# --- OAuth2 authorization code (connect.oauth) --------------------------------------------
+
+_TOKEN_MESSAGES = {
+    "MISSING_SESSION_TOKEN": "This page was opened without a session token. Close it and try again from the app.",
+    "SESSION_TOKEN_INVALID": "This link is not valid. Close this window and try again from the app.",
+    "SESSION_TOKEN_EXPIRED": "This session has expired. Close this window and open Connect again from the app.",
+}
+
+
+@require_GET
+def oauth_start_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET /connect/oauth/<slug>/start?token=&csrf=[&redirect=1]: off to the provider."""
+    token_value = request.GET.get("token", "")
+    token, status = resolve_connect_token(token_value)
+    if token is None:
+        return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=_TOKEN_MESSAGES[status]), 401)
+    if not crypto.hashes_match_plain(request.GET.get("csrf", ""), csrf_for(token)):
+        message = "This request did not come from the Connect page. Close this window and try again."
+        return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=message), 403)
+    browser_id = _browser_id(request)
+    try:
+        url = oauth_start(
+            session=token,
+            session_value=token_value,
+            slug=slug,
+            redirect_mode=request.GET.get("redirect") == "1",
+            browser_id=browser_id,
+            request=request,
+        )
+    except OAuthProblem as exc:
+        return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=exc.message), exc.status)
+    response = HttpResponseRedirect(url)
+    response["Referrer-Policy"] = "no-referrer"  # the Connect token is in this URL
+    response["Cache-Control"] = "no-store"
+    response.set_cookie(
+        BROWSER_COOKIE,
+        browser_id,
+        max_age=settings.OAUTH_STATE_TTL + 60,
+        path="/connect/oauth/",
+        secure=request.is_secure(),
+        httponly=True,
+        samesite="Lax",  # sent on the provider's top-level redirect back to the callback
+    )
+    return response
+
+
+@require_GET
+def oauth_callback_view(request: HttpRequest) -> HttpResponse:
+    """GET /connect/oauth/callback?code=&state= (or ?error=&state=): the provider's way back."""
+    status = 200
+    try:
+        outcome = oauth_callback(
+            state=request.GET.get("state", ""),
+            code=request.GET.get("code", ""),
+            error=request.GET.get("error", ""),
+            browser_id=request.COOKIES.get(BROWSER_COOKIE, ""),
+            request=request,
+        )
+    except OAuthProblem as exc:
+        outcome = OAuthOutcome(ok=False, slug=exc.slug, message=exc.message, state=exc.state)
+        status = exc.status
+    redirect_token = outcome.redirect_token
+    if redirect_token and outcome.state is not None:
+        # Redirect mode: back to the Connect page, which shows the (signed) result.
+        sealed = result_seal(_result(outcome), outcome.state.human_id)
+        query = urlencode({"token": redirect_token, "mode": "auth", "oauth_result": sealed})
+        response = HttpResponseRedirect(f"/connect/?{query}")
+        response["Referrer-Policy"] = "no-referrer"
+        response["Cache-Control"] = "no-store"
+        return response
+    return _oauth_page(request, outcome, status)
+
+
+def _browser_id(request: HttpRequest) -> str:
+    current = request.COOKIES.get(BROWSER_COOKIE, "")
+    return current if 20 <= len(current) <= 100 else crypto.new_token()
+
+
+def _result(outcome: OAuthOutcome) -> dict[str, Any]:
+    """The message posted to the Connect page (window.opener), CONTRACT-internal protocol."""
+    result: dict[str, Any] = {"type": "hapi-oauth-result", "ok": outcome.ok, "slug": outcome.slug}
+    if outcome.ok and outcome.connection is not None:
+        connection = outcome.connection
+        result["connection"] = {"id": connection.pk, "name": _name(connection.source), "source": connection.source}
+        result["currentConnections"] = connection_list(connection.human_id)
+    else:
+        result["message"] = outcome.message
+    return result
+
+
+def _oauth_page(request: HttpRequest, outcome: OAuthOutcome, status: int) -> HttpResponse:
+    result = _result(outcome)
+    context = {"result": result, "title": _page_title(outcome), "source_name": _name(outcome.slug)}
+    response = render(request, "connect/oauth_done.html", context, status=status)
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _page_title(outcome: OAuthOutcome) -> str:
+    if outcome.ok:
+        return f"{_name(outcome.slug)} is connected"
+    return "Nothing was connected"
+
+
+def oauth_js(request: HttpRequest) -> FileResponse:
+    """The OAuth result page's script, served from its own folder (CSP: no inline script)."""
+    response = FileResponse((OAUTH_ASSETS / "oauth_done.js").open("rb"), content_type=_ASSET_TYPES[".js"])
+    response["Cache-Control"] = "public, max-age=300" if not settings.DEBUG else "no-cache"
+    return response

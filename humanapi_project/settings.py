@@ -171,6 +171,20 @@ REST_FRAMEWORK = {
 SESSION_TOKEN_TTL = env_int("SESSION_TOKEN_TTL", 3600, minimum=60)
 ACCESS_TOKEN_TTL = env_int("ACCESS_TOKEN_TTL", 86400, minimum=60)
 REFRESH_TOKEN_TTL = env_int("REFRESH_TOKEN_TTL", 90 * 86400, minimum=60)
+# Legacy v1 public tokens reopen Connect; legacy v1 access tokens have no refresh flow, so they
+# live longer (see connect.services.legacy_tokens_exchange).
+PUBLIC_TOKEN_TTL = env_int("PUBLIC_TOKEN_TTL", 365 * 86400, minimum=60)
+LEGACY_ACCESS_TOKEN_TTL = env_int("LEGACY_ACCESS_TOKEN_TTL", 365 * 86400, minimum=60)
+# How long a user has to finish a provider's OAuth authorize page (seconds).
+OAUTH_STATE_TTL = env_int("OAUTH_STATE_TTL", 600, minimum=30)
+
+# Rate limits of the token endpoints: requests per window, per client_id and per client IP.
+# Counters live in PostgreSQL (shared by every web process), or in Redis when
+# RATE_LIMIT_REDIS_URL is set. 0 disables a limit.
+RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60, minimum=1)
+RATE_LIMIT_TOKEN_PER_CLIENT = env_int("RATE_LIMIT_TOKEN_PER_CLIENT", 600)
+RATE_LIMIT_TOKEN_PER_IP = env_int("RATE_LIMIT_TOKEN_PER_IP", 300)
+RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", "")
 
 # Keys that encrypt provider credentials at rest: comma-separated Fernet keys, the first one
 # encrypts, all of them decrypt (rotation: put the new key first, run `manage.py rotate_keys`).
@@ -198,6 +212,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
         "store_processed": False,
     }
+    # The filesystem transport has no broadcast exchange for remote control.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "humanapi")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
@@ -227,5 +243,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # requests-oauthlib and oauthlib log token request and response bodies at DEBUG.
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "requests_oauthlib": {"level": "WARNING"},
+        "oauthlib": {"level": "WARNING"},
+    },
 }
