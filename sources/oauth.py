@@ -18,8 +18,16 @@ from django.conf import settings
 from oauthlib.oauth2 import OAuth2Error
 from requests_oauthlib import OAuth2Session
 
-from .base import AuthKind, AuthorizationFailed, Credentials, RefreshRefused, SourcePlugin, TransientError
-from .http import DEFAULT_TIMEOUT, ProviderHttp
+from .base import (
+    AuthKind,
+    AuthorizationFailed,
+    Credentials,
+    RateLimited,
+    RefreshRefused,
+    SourcePlugin,
+    TransientError,
+)
+from .http import DEFAULT_TIMEOUT, ProviderHttp, parse_retry_after
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -56,8 +64,8 @@ class OAuth2CodeSource(SourcePlugin):
             params.update(code_challenge=code_challenge, code_challenge_method="S256")
         session = self._session(redirect_uri)
         if self.scope_separator != " ":
-            session.scope = None
-            params["scope"] = self.scope_separator.join(self.scopes)
+            # requests-oauthlib always passes its own `scope`; a pre-joined string is sent as is.
+            session.scope = self.scope_separator.join(self.scopes)
         url, _ = session.authorization_url(self.authorize_url, state=state, **params)
         return str(url)
 
@@ -84,8 +92,14 @@ class OAuth2CodeSource(SourcePlugin):
         return renewed
 
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
-        """POST the token endpoint; a refusal raises RefreshRefused, a failure TransientError."""
+        """POST the token endpoint; a refusal raises RefreshRefused, a failure TransientError.
+
+        oauthlib reports the status of the OAuth error class, not the HTTP status, so the HTTP
+        answer is judged first (a compliance hook): an outage must never read as a refusal,
+        which would send a healthy connection to `reauth_required`."""
         session = self._session(fields.get("redirect_uri"))
+        session.register_compliance_hook("access_token_response", self._judge_token_response)
+        session.register_compliance_hook("refresh_token_response", self._judge_token_response)
         try:
             if fields["grant_type"] == "authorization_code":
                 token = session.fetch_token(
@@ -111,14 +125,32 @@ class OAuth2CodeSource(SourcePlugin):
                     **extra,
                 )
         except OAuth2Error as exc:
-            if exc.status_code and exc.status_code >= 500:
-                raise TransientError(f"{self.name} token endpoint answered {exc.status_code}") from None
             raise RefreshRefused(f"{self.name} refused the grant ({exc.error})") from None
         except (requests.Timeout, requests.ConnectionError):
             raise TransientError(f"{self.name} token endpoint could not be reached") from None
+        except Warning as warning:
+            # A narrower grant than asked for is the provider's (and user's) choice, not an error.
+            token = getattr(warning, "token", None)
+            if not token:
+                raise TransientError(f"{self.name} token endpoint answered unexpectedly") from None
         except ValueError:
             raise TransientError(f"{self.name} token endpoint returned a malformed body") from None
         return dict(token)
+
+    def _judge_token_response(self, response: requests.Response) -> requests.Response:
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(
+                f"{self.name} token endpoint answered 429", parse_retry_after(response.headers.get("Retry-After"))
+            )
+        if status >= 500:
+            raise TransientError(f"{self.name} token endpoint answered {status}")
+        if status == 200:
+            try:
+                response.json()
+            except ValueError:
+                raise TransientError(f"{self.name} token endpoint returned a body that is not JSON") from None
+        return response
 
     def credentials_from_token(
         self, token: dict[str, Any], http: ProviderHttp, previous: dict[str, Any] | None = None
