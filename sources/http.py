@@ -96,6 +96,7 @@ class ProviderHttp:
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         check: bool = True,
+        allow_redirects: bool = True,
     ) -> requests.Response:
         from .base import PermanentError, RateLimited, TokenRejected, TransientError
 
@@ -109,12 +110,17 @@ class ProviderHttp:
                 headers=dict(headers or {}),
                 auth=auth,
                 timeout=self.timeout,
+                allow_redirects=allow_redirects,
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise TransientError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+        status = response.status_code
+        if not allow_redirects and 300 <= status < 400:
+            # A source that must not be led elsewhere (a user-given host checked against an
+            # allowlist) treats a redirect as a refusal, never as a new address to call.
+            raise PermanentError(f"{_safe(url)} answered a redirect ({status}), which is not followed")
         if not check:
             return response
-        status = response.status_code
         if status == 429:
             raise RateLimited(f"{_safe(url)} answered 429", parse_retry_after(response.headers.get("Retry-After")))
         if status == 401:

@@ -80,6 +80,11 @@ def claim_sync(connection_id: str) -> str | None:
         .update(sync_claimed_at=now, sync_claim=claim, sync_requested=False)
     )
     if taken:
+        # Whoever held the claim before is gone (claims are exclusive): a run it left
+        # "running" was cut off by a crash or a killed worker.
+        SyncRun.objects.filter(connection_id=connection_id, outcome=SyncOutcome.RUNNING).update(
+            outcome=SyncOutcome.FAILED, error="interrupted: the process running it stopped", finished_at=now
+        )
         return claim
     Connection.objects.filter(pk=connection_id, status=ConnectionStatus.ACTIVE).update(sync_requested=True)
     return None
@@ -93,8 +98,14 @@ def release_sync(connection_id: str, claim: str) -> bool:
     )
     if again:
         return True
-    Connection.objects.filter(pk=connection_id, sync_claim=claim).update(sync_claimed_at=None, sync_claim="")
+    drop_claim(connection_id, claim)
     return False
+
+
+def drop_claim(connection_id: str, claim: str) -> None:
+    """Give the claim back whatever was requested (a failed or rescheduled run: the request is
+    served by the retry or the schedule, and a kept claim would block every sync until stale)."""
+    Connection.objects.filter(pk=connection_id, sync_claim=claim).update(sync_claimed_at=None, sync_claim="")
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -173,7 +184,7 @@ def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> 
             if run.outcome != SyncOutcome.SUCCEEDED or not release_sync(connection_id, claim):
                 break
     finally:
-        release_sync(connection_id, claim)
+        drop_claim(connection_id, claim)
     return run
 
 

@@ -135,7 +135,7 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool
         try:
             requests.get(stack.url("/connect/"), timeout=1)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # bound but still booting
             time.sleep(0.2)
     else:
         stop_stack(stack)
