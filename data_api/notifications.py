@@ -1,38 +1,61 @@
 """Webhooks (CONTRACT §8): one Notification row per event, delivered by Celery, signed, retried
-with exponential backoff for more than 24 hours. A slow receiver never holds up a sync: the
-sync only inserts a row and enqueues after commit."""
+with exponential backoff for more than 24 hours.
+
+A slow or failing receiver never holds up a sync: the sync only inserts a row and publishes a
+task after its transaction commits; the HTTP call happens in that task, with a 3 s timeout.
+Delivery is at least once (a receiver deduplicates by `eventId`); each attempt is claimed with
+a conditional update so two workers never post the same attempt twice.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import requests
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from .models import Notification
+from humanapi_project.crypto import DecryptionError
+
+from .models import DeliveryAttempt, Notification
 
 if TYPE_CHECKING:
     from sources.models import Connection, SyncRun
 
+log = logging.getLogger(__name__)
+
+# Attempts continue until this long after the event, then the notification is given up.
 RETRY_FOR = timedelta(hours=26)
+# The receiver must answer (status line and headers) within this many seconds.
+DELIVERY_TIMEOUT = 3.0
+# Should the enqueued first attempt be lost (broker down, worker killed), beat retries then.
+FIRST_ATTEMPT_LEASE = timedelta(minutes=2)
+# How long one claimed attempt may take before beat may hand it to another worker.
+ATTEMPT_LEASE = timedelta(minutes=5)
 
 
 def signature_header(secret: str, body: bytes, at: int | None = None) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, keyed with the webhook secret."""
     stamp = int(time.time()) if at is None else at
     mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={stamp},v1={mac}"
 
 
-def _enqueue(connection: Connection, event_type: str, data_types: dict[str, Any], **extra: Any) -> Notification | None:
-    from .tasks import deliver_notification
+def _now_text() -> str:
+    return timezone.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
+def _enqueue(connection: Connection, event_type: str, data_types: dict[str, Any], **extra: Any) -> Notification | None:
     application = connection.human.application
     if not application.notify_url:
         return None
@@ -44,7 +67,7 @@ def _enqueue(connection: Connection, event_type: str, data_types: dict[str, Any]
         "clientUserId": connection.human.client_user_id,
         "source": connection.source,
         "dataTypes": data_types,
-        "timestamp": timezone.now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": _now_text(),
         **extra,
     }
     notification = Notification.objects.create(
@@ -52,15 +75,27 @@ def _enqueue(connection: Connection, event_type: str, data_types: dict[str, Any]
         application=application,
         event_type=event_type,
         payload=payload,
-        # The enqueue below makes the first attempt; beat retries only if that one is lost.
-        next_attempt_at=timezone.now() + timedelta(minutes=5),
+        next_attempt_at=timezone.now() + FIRST_ATTEMPT_LEASE,
     )
-    transaction.on_commit(lambda: deliver_notification.delay(notification.pk))
+    transaction.on_commit(lambda: _publish(notification.pk))
     return notification
+
+
+def _publish(notification_id: int) -> None:
+    """Hand the first attempt to a worker. A broker that can't be reached must not fail the
+    sync or the request that raised the event: beat retries from `next_attempt_at`."""
+    from .tasks import deliver_notification
+
+    try:
+        deliver_notification.delay(notification_id)
+    except Exception:
+        log.warning("could not enqueue notification %s; beat will retry it", notification_id, exc_info=True)
 
 
 def notify_data_updated(connection: Connection, run: SyncRun) -> Notification | None:
     changed = {k: v for k, v in run.counts.items() if v.get("created") or v.get("updated") or v.get("deleted")}
+    if not changed:
+        return None
     return _enqueue(connection, "data.updated", changed)
 
 
@@ -69,49 +104,93 @@ def notify_connection_event(connection: Connection, event_type: str, **extra: An
 
 
 def next_delay(attempts: int) -> timedelta:
-    """30 s, 1 min, 2 min, ... capped at 2 h between attempts."""
+    """After the n-th failed attempt: 30 s, 1 min, 2 min, 4 min, ... capped at 2 h."""
     return timedelta(seconds=min(7200, 30 * 2 ** max(0, attempts - 1)))
 
 
-def deliver(notification_id: int) -> bool | None:
-    """One attempt. True delivered, False failed (another attempt scheduled), None nothing to do."""
-    import requests
+@dataclass
+class Outcome:
+    status_code: int | None
+    error: str
+    duration_ms: int
 
-    from .models import DeliveryAttempt
+    @property
+    def delivered(self) -> bool:
+        return not self.error
 
-    notification = Notification.objects.select_related("application").filter(pk=notification_id).first()
-    if notification is None or notification.delivered_at or notification.gave_up_at:
-        return None
-    application = notification.application
-    body = json.dumps(notification.payload, separators=(",", ":")).encode()
+
+def _claim(notification: Notification, now: datetime) -> bool:
+    """Take this attempt: of two workers holding the same notification, exactly one wins."""
+    return bool(
+        Notification.objects.filter(
+            pk=notification.pk,
+            attempts=notification.attempts,
+            delivered_at__isnull=True,
+            gave_up_at__isnull=True,
+        ).update(attempts=F("attempts") + 1, next_attempt_at=now + ATTEMPT_LEASE)
+    )
+
+
+def _post(url: str, secret: str, body: bytes, event_type: str) -> Outcome:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": settings.OUTBOUND_USER_AGENT,
-        "X-HumanAPI-Signature": signature_header(application.webhook_secret, body),
-        "X-HumanAPI-Event": notification.event_type,
+        "X-HumanAPI-Signature": signature_header(secret, body),
+        "X-HumanAPI-Event": event_type,
     }
     started = time.monotonic()
     status_code, error = None, ""
     try:
-        response = requests.post(application.notify_url, data=body, headers=headers, timeout=3, allow_redirects=False)
-        status_code = response.status_code
+        # stream=True: only the status line and headers are awaited; the body is never read.
+        with requests.post(
+            url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT, allow_redirects=False, stream=True
+        ) as response:
+            status_code = response.status_code
         if not 200 <= status_code < 300:
-            error = f"answered {status_code}"
+            error = f"answered HTTP {status_code}"
+    except requests.Timeout:
+        error = f"no answer within {DELIVERY_TIMEOUT:g} s"
     except requests.RequestException as exc:
-        error = type(exc).__name__
-    elapsed = int((time.monotonic() - started) * 1000)
-    DeliveryAttempt.objects.create(notification=notification, status_code=status_code, error=error, duration_ms=elapsed)
+        error = f"request failed: {type(exc).__name__}"
+    return Outcome(status_code, error, int((time.monotonic() - started) * 1000))
+
+
+def deliver(notification_id: int) -> bool | None:
+    """One attempt. True delivered, False failed (another attempt scheduled, or given up),
+    None nothing to do (already delivered, given up, or another worker has this attempt)."""
+    notification = Notification.objects.select_related("application").filter(pk=notification_id).first()
+    if notification is None or notification.delivered_at or notification.gave_up_at:
+        return None
+    if not _claim(notification, timezone.now()):
+        return None
+    application = notification.application
+    body = json.dumps(notification.payload, separators=(",", ":")).encode()
+    if not application.notify_url:
+        outcome = Outcome(None, "the application has no notify URL", 0)
+    else:
+        try:
+            secret = application.webhook_secret
+        except DecryptionError:
+            outcome = Outcome(None, "the webhook secret can't be decrypted with the configured keys", 0)
+        else:
+            outcome = _post(application.notify_url, secret, body, notification.event_type)
+    _record(notification, outcome)
+    return outcome.delivered
+
+
+def _record(notification: Notification, outcome: Outcome) -> None:
+    DeliveryAttempt.objects.create(
+        notification=notification,
+        status_code=outcome.status_code,
+        error=outcome.error[:500],
+        duration_ms=outcome.duration_ms,
+    )
     now = timezone.now()
     attempts = notification.attempts + 1
-    if not error:
-        Notification.objects.filter(pk=notification.pk).update(
-            attempts=attempts, delivered_at=now, next_attempt_at=None
-        )
-        return True
-    if now - notification.created_at > RETRY_FOR:
-        Notification.objects.filter(pk=notification.pk).update(attempts=attempts, gave_up_at=now, next_attempt_at=None)
-        return False
-    Notification.objects.filter(pk=notification.pk).update(
-        attempts=attempts, next_attempt_at=now + next_delay(attempts)
-    )
-    return False
+    mine = Notification.objects.filter(pk=notification.pk)
+    if outcome.delivered:
+        mine.update(delivered_at=now, next_attempt_at=None)
+    elif not notification.application.notify_url or now - notification.created_at > RETRY_FOR:
+        mine.update(gave_up_at=now, next_attempt_at=None)
+    else:
+        mine.update(next_attempt_at=now + next_delay(attempts))

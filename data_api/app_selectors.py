@@ -1,0 +1,240 @@
+"""Reads of the Application API (CONTRACT §7): an Application's users, its batch record feeds,
+its users' connections and sync history, and its audit log. Every query starts from the
+Application, so one tenant's credentials can only ever reach its own rows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Count, FloatField, Max, Min, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+from django.http import QueryDict
+from rest_framework.exceptions import ValidationError
+
+from connect.models import Application, AuditEntry, Human
+from sources.models import Connection, SyncRun
+
+from .models import Record
+from .records import DEFAULT_LIMIT, MAX_LIMIT, Page, iso_ms, parse_day, parse_instant, parse_int, record_json
+from .selectors import connection_json
+from .summaries import SUMMARIZED, DaySummary, finish, summary_json
+
+# Batch routes (`/users/{route}`) -> stored record type. Human API names these in the plural.
+BATCH_TYPES = {
+    "activities": "activities",
+    "sleeps": "sleeps",
+    "heart_rates": "heart_rate",
+    "weights": "weight",
+    "bmis": "bmi",
+    "body_fats": "body_fat",
+    "heights": "height",
+    "blood_pressures": "blood_pressure",
+    "blood_glucoses": "blood_glucose",
+    "blood_oxygens": "blood_oxygen",
+    "locations": "locations",
+    "meals": "meals",
+    "food/meals": "meals",
+    "shifts": "shifts",
+    "timeclocks": "timeclocks",
+}
+
+# Daily summaries served in batch: the Data API's summaries whose measures are all sums, so
+# they can be computed for every user of an Application in one grouped query.
+SUMMARY_SUMS = tuple(kind for kind, measures in SUMMARIZED.items() if all(m.agg == "sum" for m in measures))
+
+RECENT_RUNS = 10
+
+
+def paginate(queryset: QuerySet[Any], params: QueryDict, render: Callable[[Any], dict[str, Any]]) -> Page:
+    """One page of an already ordered queryset, with the Data API's limit/offset rules."""
+    limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = parse_int("offset", params.get("offset"), 0, 0)
+    total = queryset.count()
+    return Page([render(row) for row in queryset[offset : offset + limit]], total, limit, offset)
+
+
+def _since(params: QueryDict, name: str) -> Any:
+    raw = params.get(name)
+    return parse_instant(name, raw) if raw else None
+
+
+def _source_slug(params: QueryDict) -> str | None:
+    source = params.get("source")
+    if source is not None and not re.fullmatch(r"[a-z0-9_-]{1,64}", source):
+        raise ValidationError({"source": f"not a source slug: {source!r}"})
+    return source
+
+
+def _day_range(params: QueryDict) -> tuple[Any, Any] | None:
+    start, end = params.get("start_date"), params.get("end_date")
+    if (start is None) != (end is None):
+        raise ValidationError({"start_date" if start is None else "end_date": "start_date and end_date go together"})
+    if start is None or end is None:
+        return None
+    first, last = parse_day("start_date", start), parse_day("end_date", end)
+    if first > last:
+        raise ValidationError({"end_date": "end_date is before start_date"})
+    return first, last
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+def human_json(human: Human, application: Application) -> dict[str, Any]:
+    return {
+        "humanId": human.pk,
+        "externalId": human.client_user_id,
+        "appId": application.client_id,
+        "createdAt": iso_ms(human.created_at),
+        "updatedAt": iso_ms(human.updated_at),
+    }
+
+
+def app_humans(application: Application, params: QueryDict) -> QuerySet[Human]:
+    humans = Human.objects.filter(application=application)
+    external_id = params.get("externalId")
+    if external_id is not None:
+        humans = humans.filter(client_user_id=external_id)
+    return humans.order_by("created_at", "id")
+
+
+def app_human(application: Application, human_id: str) -> Human | None:
+    if len(human_id) > 32:
+        return None
+    return Human.objects.filter(application=application, pk=human_id).first()
+
+
+# --- batch records -------------------------------------------------------------------------
+
+
+def batch_records(application: Application, record_type: str, params: QueryDict) -> QuerySet[Record]:
+    """Every record of one type of every user of the Application, oldest change first, so a
+    client pulls incrementally with `updated_since` = the last `updatedAt` it saw."""
+    from .records import apply_filters
+
+    records = Record.objects.filter(human__application=application, type=record_type)
+    return apply_filters(records, params).order_by("updated_at", "id")
+
+
+def batch_record_json(record: Record) -> dict[str, Any]:
+    return record_json(record)
+
+
+def batch_summaries(application: Application, record_type: str, params: QueryDict) -> QuerySet[Any]:
+    """Daily totals per (user, local day), as the Data API's `/summaries` shows them. A
+    summary's `updatedAt` is its newest record's, so `updated_since` returns every day whose
+    totals changed, in full."""
+    records = Record.objects.filter(human__application=application, type=record_type)
+    days = _day_range(params)
+    if days is not None:
+        records = records.filter(local_day__gte=days[0], local_day__lte=days[1])
+    source = _source_slug(params)
+    if source is not None:
+        records = records.filter(source=source)
+    sums = {f"m{i}": Sum(Cast(KT(f"data__{m.field}"), FloatField())) for i, m in enumerate(SUMMARIZED[record_type])}
+    summaries = (
+        records.values("human_id", "local_day")
+        .annotate(count=Count("id"), first_created=Min("created_at"), last_updated=Max("updated_at"), **sums)
+        .order_by("last_updated", "human_id", "local_day")
+    )
+    for name, lookup in (
+        ("created_since", "first_created__gt"),
+        ("updated_since", "last_updated__gt"),
+        ("created_before", "first_created__lt"),
+        ("updated_before", "last_updated__lt"),
+    ):
+        moment = _since(params, name)
+        if moment is not None:
+            summaries = summaries.filter(**{lookup: moment})
+    return summaries
+
+
+def summary_renderer(record_type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    measures = SUMMARIZED[record_type]
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        values = [row[f"m{i}"] for i in range(len(measures))]
+        summary = DaySummary(
+            kind=record_type,
+            day=row["local_day"],
+            count=row["count"],
+            stats=finish(record_type, values),
+            created_at=row["first_created"],
+            updated_at=row["last_updated"],
+        )
+        return summary_json(row["human_id"], summary)
+
+    return render
+
+
+# --- connections ---------------------------------------------------------------------------
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "kind": run.kind,
+        "outcome": run.outcome,
+        "startedAt": iso_ms(run.started_at),
+        "finishedAt": iso_ms(run.finished_at),
+        "pages": run.pages,
+        "counts": run.counts,
+        "error": run.error,
+    }
+
+
+def connection_detail(connection: Connection, runs: list[SyncRun]) -> dict[str, Any]:
+    """The Data API's view of a connection, plus its state and its recent sync runs."""
+    return {
+        **connection_json(connection, runs[0] if runs else None),
+        "status": connection.status,
+        "nextSyncAt": iso_ms(connection.next_sync_at) if connection.is_active else None,
+        "syncRuns": [run_json(run) for run in runs],
+    }
+
+
+def human_connections(human: Human) -> list[dict[str, Any]]:
+    """Each of the Human's connections with its latest sync runs, newest first."""
+    connections = list(Connection.objects.filter(human=human).order_by("connected_at", "id"))
+    return [connection_detail(c, _recent_runs(c)) for c in connections]
+
+
+def _recent_runs(connection: Connection) -> list[SyncRun]:
+    return list(SyncRun.objects.filter(connection=connection).order_by("-started_at", "-id")[:RECENT_RUNS])
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def app_audit(application: Application, params: QueryDict) -> QuerySet[AuditEntry]:
+    entries = AuditEntry.objects.filter(application=application)
+    human_id = params.get("humanId")
+    if human_id is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", human_id):
+            raise ValidationError({"humanId": f"not a user id: {human_id!r}"})
+        entries = entries.filter(human_id=human_id)
+    action = params.get("action")
+    if action is not None:
+        if not re.fullmatch(r"[a-z0-9_.]{1,64}", action):
+            raise ValidationError({"action": f"not an action name: {action!r}"})
+        entries = entries.filter(action=action)
+    for name, lookup in (("since", "at__gt"), ("before", "at__lt")):
+        moment = _since(params, name)
+        if moment is not None:
+            entries = entries.filter(**{lookup: moment})
+    return entries.order_by("-at", "-id")
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.pk,
+        "at": iso_ms(entry.at),
+        "action": entry.action,
+        "actor": entry.actor,
+        "humanId": entry.human_id or None,
+        "ip": entry.ip,
+        "details": entry.details,
+    }
