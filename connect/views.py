@@ -280,7 +280,7 @@ class ConnectSourceView(View):
         except UnknownSource:
             return error_response(404, f"No source {slug!r} that connects with a form", request)
         except AuthorizationFailed as exc:
-            return error_response(400, str(exc), request, ["username", "password"])
+            return error_response(400, str(exc), request, list(exc.fields) or ["username", "password"])
         except SourceError as exc:
             return error_response(502, f"The provider could not be reached: {exc}", request)
         connect_completed(session=token, connection=connection, previous_status=before, request=request)

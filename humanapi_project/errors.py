@@ -68,8 +68,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     wait = getattr(exc, "wait", None)
     if isinstance(exc, exceptions.Throttled) and wait is not None:
         response["Retry-After"] = str(int(wait) + 1)
+    auth_header = getattr(exc, "auth_header", None)  # set by DRF from the view's authenticator
     if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="humanapi"'
+        response["WWW-Authenticate"] = auth_header or 'Bearer realm="humanapi"'
     return response
 
 

@@ -158,7 +158,11 @@ class SourceError(Exception):
 
 
 class AuthorizationFailed(SourceError):
-    pass
+    """The user's authorization was refused; `fields` names the form fields at fault."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class RefreshRefused(SourceError):

@@ -87,6 +87,7 @@ def test_it_shows_a_clear_error_for_wrong_credentials(humanity: HumanityEmulator
     assert response.status_code == 400
     assert "did not accept" in response.json()["message"]
     assert "wrong" not in response.json()["message"]
+    assert set(response.json()["validation"]["keys"]) == {"username", "password"}
     assert not Connection.objects.filter(source="humanity").exists()
 
 
@@ -107,6 +108,7 @@ def test_it_refuses_an_instance_outside_the_allowlist(humanity: HumanityEmulator
     response, _ = post_connect_form(Client(), alice.human, **form)
     assert response.status_code == 400
     assert "instance URL" in response.json()["message"] or "does not connect" in response.json()["message"]
+    assert response.json()["validation"]["keys"] == ["instance_url"]
     assert humanity.grants["password"] == 0
     assert not Connection.objects.filter(source="humanity").exists()
 

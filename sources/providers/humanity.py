@@ -151,19 +151,33 @@ class HumanitySource(SourcePlugin):
         try:
             instance = self.instance(form.get("instance_url", ""))
         except ValueError as exc:
-            raise AuthorizationFailed(str(exc)) from None
+            raise AuthorizationFailed(str(exc), fields=("instance_url",)) from None
         client_id = app_config.get("client_id") or form.get("client_id", "").strip() or self.setting("CLIENT_ID")
         secret = (
             app_config.get("client_secret") or form.get("client_secret", "").strip() or self.setting("CLIENT_SECRET")
         )
         username, password = form.get("username", "").strip(), form.get("password", "")
         if not (client_id and secret and username and password):
-            raise AuthorizationFailed("Fill in every field: username, password, client ID and client secret.")
+            missing = tuple(
+                name
+                for name, value in (
+                    ("username", username),
+                    ("password", password),
+                    ("client_id", client_id),
+                    ("client_secret", secret),
+                )
+                if not value
+            )
+            raise AuthorizationFailed(
+                "Fill in every field: username, password, client ID and client secret.", fields=missing
+            )
         fields = {"grant_type": "password", "username": username, "password": password}
         try:
             token = self.token_request(instance, client_id, secret, fields, http)
         except RefreshRefused as exc:
-            raise AuthorizationFailed(f"Humanity did not accept these credentials ({exc}).") from None
+            raise AuthorizationFailed(
+                f"Humanity did not accept these credentials ({exc}).", fields=("username", "password")
+            ) from None
         data = {"instance_url": instance, "client_id": client_id, "client_secret": secret}
         me = self.api_get(http, {**data, **token}, "me", {})
         if not isinstance(me, dict) or not str(me.get("id", "")):
