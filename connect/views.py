@@ -186,6 +186,9 @@ def frame_policy(response: HttpResponse, origins: list[str] | None) -> HttpRespo
     )
     response["Referrer-Policy"] = "no-referrer"
     response["Cache-Control"] = "no-store"
+    # Opened top-level (popups blocked earlier, or a link), Connect still opens the sign-in
+    # popup, whose pages must keep it as their opener (see keep_opener).
+    response["Cross-Origin-Opener-Policy"] = "same-origin-allow-popups"
     return response
 
 
@@ -371,7 +374,7 @@ def oauth_start_view(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except OAuthProblem as exc:
         return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=exc.message), exc.status)
-    response = HttpResponseRedirect(url)
+    response = keep_opener(HttpResponseRedirect(url))
     response["Referrer-Policy"] = "no-referrer"  # the Connect token is in this URL
     response["Cache-Control"] = "no-store"
     response.set_cookie(
@@ -413,6 +416,16 @@ def oauth_callback_view(request: HttpRequest) -> HttpResponse:
     return _oauth_page(request, outcome, status)
 
 
+def keep_opener(response: HttpResponse) -> HttpResponse:
+    """The sign-in popup's pages must keep `window.opener` (the Connect iframe, under the client
+    app's page): the result page posts to it. SecurityMiddleware's default COOP `same-origin`
+    would put the popup in a new browsing context group, which cuts the opener and makes
+    Connect see the popup as closed, so these pages opt out (the middleware only sets a
+    default)."""
+    response["Cross-Origin-Opener-Policy"] = "unsafe-none"
+    return response
+
+
 def _browser_id(request: HttpRequest) -> str:
     current = request.COOKIES.get(BROWSER_COOKIE, "")
     return current if 20 <= len(current) <= 100 else crypto.new_token()
@@ -433,7 +446,7 @@ def _result(outcome: OAuthOutcome) -> dict[str, Any]:
 def _oauth_page(request: HttpRequest, outcome: OAuthOutcome, status: int) -> HttpResponse:
     result = _result(outcome)
     context = {"result": result, "title": _page_title(outcome), "source_name": _name(outcome.slug)}
-    response = render(request, "connect/oauth_done.html", context, status=status)
+    response = keep_opener(render(request, "connect/oauth_done.html", context, status=status))
     response["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
