@@ -321,6 +321,19 @@ class DisconnectView(View):
         )
 
 
+@method_decorator(csrf_exempt, name="dispatch")
+class ConnectionsView(View):
+    """POST /connect/connections: this Connect session's current connections. The page asks
+    when a sign-in popup closed without reporting back (a provider page may sever
+    `window.opener`), so a connection made in the popup is still recognised."""
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        token, problem = _session(request, _form_body(request))
+        if problem is not None or token is None:
+            return problem  # type: ignore[return-value]
+        return JsonResponse({"currentConnections": connection_list(token.human_id)})
+
+
 def _name(slug: str) -> str:
     cls = plugin_classes().get(slug)
     return cls.name if cls else slug

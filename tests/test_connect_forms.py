@@ -218,3 +218,19 @@ def test_it_audits_admin_changes(operator: Client, alice: Persona) -> None:
     # The audit log can be read, never edited.
     assert operator.get("/admin/connect/auditentry/").status_code == 200
     assert operator.post(f"/admin/connect/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_it_lists_only_this_sessions_connections_to_the_page(alice: Persona, charlie: Persona) -> None:
+    token, value = session_of(alice)
+    mine = make_connection(alice.human)
+    make_connection(charlie.human)
+
+    answer = Client().post("/connect/connections", {"token": value, "csrf": csrf_for(token)})
+    assert answer.status_code == 200
+    assert answer.json()["currentConnections"] == [
+        {"id": mine.pk, "source": "demo", "name": "Demo", "status": "active"}
+    ]
+    refused = Client().post("/connect/connections", {"token": value, "csrf": "0" * 64})
+    assert refused.status_code == 403
+    expired = Client().post("/connect/connections", {"token": "not-a-token", "csrf": csrf_for(token)})
+    assert expired.status_code == 401

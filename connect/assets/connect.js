@@ -443,6 +443,7 @@
     }
     oauth.popup = popup;
     oauth.slug = source.slug;
+    oauth.before = connectionFor(source.slug);
     $("oauth-title").textContent = "Connecting " + source.name;
     $("oauth-text").textContent = "Sign in to " + source.name + " in the window that opened and allow access.";
     $("oauth-logo").textContent = "";
@@ -483,11 +484,26 @@
     oauth.popup = null;
     oauth.slug = null;
     if (view !== "oauth") { return; }
-    // The result may still arrive (some providers cut the link to the popup), so the listener
-    // below stays on; this only stops waiting on screen.
-    current = source;
-    backToList();
-    pageError("The sign-in window was closed before " + source.name + " was connected. Select it to try again.");
+    // A provider's page may sever window.opener, so the popup can finish without reporting
+    // back: ask the server whether the connection was made before calling it a failure.
+    var before = oauth.before;
+    post("/connect/connections", {}).then(function (result) {
+      if (view !== "oauth") { return; }
+      var now = result.ok ? (result.body.currentConnections || []).filter(function (c) {
+        return c.source === source.slug && c.status === "active";
+      })[0] : null;
+      if (now && (!before || before.status !== "active" || before.id !== now.id)) {
+        connected({ id: now.id, name: now.name || source.name, source: source.slug }, result.body.currentConnections);
+        return;
+      }
+      current = source;
+      backToList();
+      pageError("The sign-in window was closed before " + source.name + " was connected. Select it to try again.");
+    }, function () {
+      current = source;
+      backToList();
+      pageError("The sign-in window was closed before " + source.name + " was connected. Select it to try again.");
+    });
   }
 
   function onOAuthResult(event) {

@@ -239,3 +239,38 @@ def test_it_connects_in_a_popup_from_connect_opened_top_level(
     wait_until(opened.value.is_closed, timeout=10, message="the sign-in popup to close")
     connection = Connection.objects.get(human__client_user_id="oauth-user-4", source="oura")
     assert finished_sync(connection).outcome == SyncOutcome.SUCCEEDED
+
+
+# Stands in for a provider page that severs the link to the opener (its own
+# Cross-Origin-Opener-Policy): the callback page finds no `window.opener` to report to.
+SEVER_OPENER = """(() => {
+  if (window.location.pathname === "/connect/oauth/callback") { window.opener = null; }
+})();"""
+
+
+def test_it_recognises_a_connection_when_the_popup_could_not_report_back(
+    page: Page, oura_stack: LiveStack, oura: OuraEmulator, host_sites: HostSites
+) -> None:
+    app = make_application("Browser app", origins=(host_sites.registered.origin,))
+    token = session_token(oura_stack, app, "oauth-user-5")
+    page.context.add_init_script(SEVER_OPENER)
+    connect = open_connect(page, host_sites.registered, oura_stack, token)
+
+    with page.expect_popup() as opened:
+        connect.get_by_role("button", name="Oura", exact=True).click()
+    popup = opened.value
+    wait_until(
+        lambda: Connection.objects.filter(human__client_user_id="oauth-user-5", source="oura").exists(),
+        timeout=20,
+        message="the callback to store the connection",
+    )
+    if not popup.is_closed():
+        popup.close()  # the user closes the window that could not close itself
+
+    expect(connect.get_by_role("button", name="Disconnect Oura")).to_be_visible()
+    expect(connect.get_by_role("status")).to_contain_text("Oura is connected")
+    (connected,) = wait_for_events(page, 1)
+    connection = Connection.objects.get(human__client_user_id="oauth-user-5", source="oura")
+    assert connected["data"]["status"] == "CONNECTED_SOURCE"
+    assert connected["data"]["sessionResults"]["connectedSources"] == [{"name": "Oura", "id": connection.pk}]
+    assert finished_sync(connection).outcome == SyncOutcome.SUCCEEDED
