@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import F, Q
 
 
 class Record(models.Model):
@@ -41,6 +42,89 @@ class Record(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.external_id}"
+
+
+class TypeVersion(models.Model):
+    """How many times one Human's records of one type have changed (PostgreSQL only).
+
+    Bumped by a statement-level trigger on data_api_record (migration 0002), so it moves with
+    every write however it is made. Cached list totals and offset anchors are valid for one
+    version; a changed version means they are recomputed once, on the next read.
+    """
+
+    human = models.ForeignKey("connect.Human", on_delete=models.CASCADE, related_name="+", db_index=False)
+    type = models.CharField(max_length=32)
+    version = models.BigIntegerField(default=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["human", "type"], name="typeversion_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.type} v{self.version} of {self.human_id}"
+
+
+class DayStat(models.Model):
+    """The daily rollup of one Human's records of one type on one local day (PostgreSQL only).
+
+    The trigger marks a day stale by bumping `generation`; a read recomputes only stale days
+    (`done_generation` < `generation`) from the (human, type, local_day) index, so a daily
+    summary costs the same whatever the size of the history.
+    """
+
+    human = models.ForeignKey("connect.Human", on_delete=models.CASCADE, related_name="+", db_index=False)
+    type = models.CharField(max_length=32)
+    local_day = models.DateField()
+    generation = models.BigIntegerField(default=1)
+    done_generation = models.BigIntegerField(default=0)
+    count = models.IntegerField(default=0)
+    stats = models.JSONField(default=dict)
+    created_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["human", "type", "local_day"], name="daystat_unique")]
+        indexes = [
+            # Finds the few stale days of a (human, type) without reading the fresh ones.
+            models.Index(
+                fields=["human", "type"], name="daystat_stale_idx", condition=Q(generation__gt=F("done_generation"))
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.local_day} of {self.human_id}"
+
+
+class ListCache(models.Model):
+    """The total of one filtered list, valid for one TypeVersion (PostgreSQL only); its anchors
+    turn a deep offset into a keyset seek plus a short skip."""
+
+    human = models.ForeignKey("connect.Human", on_delete=models.CASCADE, related_name="+", db_index=False)
+    type = models.CharField(max_length=32)
+    filter_key = models.CharField(max_length=64)
+    version = models.BigIntegerField(default=0)
+    total = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["human", "type", "filter_key"], name="listcache_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.type} list of {self.human_id} ({self.total})"
+
+
+class ListAnchor(models.Model):
+    """The (start_time, id) of row `ordinal * ANCHOR_EVERY` of a cached list, newest first."""
+
+    cache = models.ForeignKey(ListCache, on_delete=models.CASCADE, related_name="+", db_index=False)
+    ordinal = models.IntegerField()
+    start_time = models.DateTimeField()
+    record_id = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cache", "ordinal"], name="listanchor_unique")]
+
+    def __str__(self) -> str:
+        return f"anchor {self.ordinal} of {self.cache_id}"
 
 
 class Notification(models.Model):

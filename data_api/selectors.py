@@ -1,0 +1,255 @@
+"""Reads of the Data API: lists of records, single records, profile, sources.
+
+Lists on PostgreSQL never COUNT nor OFFSET through a large set per request. Each (human, type)
+has a data version (TypeVersion, bumped by a trigger on every write). For one version and one
+set of filters, one pass over the list's index stores its total and an anchor, the
+(start_time, id) key of every ANCHOR_EVERY-th row (ListCache, ListAnchor). A page at offset O
+then seeks to anchor O // ANCHOR_EVERY and skips fewer than ANCHOR_EVERY rows.
+
+How the cost grows with data: a page is two index look-ups plus `limit` + (O mod
+ANCHOR_EVERY) rows, the same at 1 million rows as at 10 million (the index depth grows by
+log N). The first read after a change pays one ordered pass over the filtered set (about 1 s
+per million rows on a 2-core machine, so linear in N) and writes N / ANCHOR_EVERY anchors;
+every later read of that version is free of it. Frequent writes to a huge list therefore
+cost one such pass per write that is followed by a read. On SQLite (the one-machine demo)
+lists COUNT and OFFSET, which is fine at its scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection as db
+from django.db import transaction
+from django.db.models import QuerySet
+
+from connect.models import Human
+from sources.models import Connection, ConnectionStatus, SyncOutcome, SyncRun
+from sources.registry import get_plugin
+
+from .models import Record
+from .records import (
+    MEASUREMENTS,
+    Filters,
+    Page,
+    Window,
+    iso_ms,
+    row_json,
+    rows_for_json,
+)
+
+ANCHOR_EVERY = 250
+
+
+def records_of(human: Human, kind: str) -> QuerySet[Record]:
+    return Record.objects.filter(human_id=human.pk, type=kind)
+
+
+def record_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
+    """One page of a list, newest first (tie-break: id, descending)."""
+    queryset = filters.apply(records_of(human, kind))
+    if db.vendor != "postgresql":
+        total = queryset.count()
+        skip = window.offset
+    else:
+        position = _position(human.pk, kind, filters, queryset, window.offset)
+        total, skip = position.total, position.skip
+        if window.offset >= total:
+            return Page([], total, window.limit, window.offset)
+        if position.anchor is not None:
+            # A row comparison, so the (human, type, start_time, id) index seeks straight to it.
+            queryset = queryset.extra(where=["(start_time, id) <= (%s, %s)"], params=list(position.anchor))
+    rows = rows_for_json(queryset.order_by("-start_time", "-id"))[skip : skip + window.limit]
+    return Page([row_json(r) for r in rows], total, window.limit, window.offset)
+
+
+@dataclass(frozen=True)
+class _Position:
+    total: int
+    anchor: tuple[datetime, int] | None
+    skip: int
+
+
+_LOOKUP = """
+SELECT c.total, a.start_time, a.record_id
+FROM data_api_listcache c
+JOIN data_api_typeversion v ON v.human_id = c.human_id AND v.type = c.type AND v.version = c.version
+LEFT JOIN data_api_listanchor a ON a.cache_id = c.id AND a.ordinal = %s
+WHERE c.human_id = %s AND c.type = %s AND c.filter_key = %s
+"""
+
+
+def _position(human_id: str, kind: str, filters: Filters, queryset: QuerySet[Record], offset: int) -> _Position:
+    ordinal = offset // ANCHOR_EVERY
+    for _ in range(2):
+        with db.cursor() as cursor:
+            cursor.execute(_LOOKUP, [ordinal, human_id, kind, filters.key])
+            found = cursor.fetchone()
+        if found is not None:
+            total, start_time, record_id = found
+            if start_time is None:
+                return _Position(int(total), None, offset)
+            return _Position(int(total), (start_time, int(record_id)), offset - ordinal * ANCHOR_EVERY)
+        if not _recompute(human_id, kind, filters, queryset):
+            return _Position(0, None, offset)
+    raise RuntimeError("list cache did not settle")  # pragma: no cover - two versions in a row
+
+
+_ANCHORS = """
+WITH current AS (SELECT version FROM data_api_typeversion WHERE human_id = %s AND type = %s),
+ranked AS (
+    SELECT start_time, id,
+           row_number() OVER w AS rn,
+           lead(id) OVER w IS NULL AS is_last
+    FROM ({rows}) listed
+    WINDOW w AS (ORDER BY start_time DESC, id DESC)
+),
+picked AS MATERIALIZED (SELECT * FROM ranked WHERE (rn - 1) %% {every} = 0 OR is_last),
+stored AS (
+    INSERT INTO data_api_listanchor (cache_id, ordinal, start_time, record_id)
+    SELECT %s, (rn - 1) / {every}, start_time, id FROM picked WHERE (rn - 1) %% {every} = 0
+)
+UPDATE data_api_listcache
+SET version = (SELECT version FROM current), total = COALESCE((SELECT max(rn) FROM picked), 0), computed_at = now()
+WHERE id = %s
+"""
+
+
+def _recompute(human_id: str, kind: str, filters: Filters, queryset: QuerySet[Record]) -> bool:
+    """Store the total and anchors of a list for the current version. False if the Human never
+    had a record of this type (nothing to cache)."""
+    rows_sql, rows_params = queryset.values("start_time", "id").query.sql_with_params()
+    with transaction.atomic(), db.cursor() as cursor:
+        cursor.execute("SELECT version FROM data_api_typeversion WHERE human_id = %s AND type = %s", [human_id, kind])
+        if cursor.fetchone() is None:
+            return False
+        # The upsert locks the cache row: concurrent readers of a stale list wait for one pass.
+        cursor.execute(
+            "INSERT INTO data_api_listcache (human_id, type, filter_key, version, total) VALUES (%s, %s, %s, 0, 0) "
+            "ON CONFLICT (human_id, type, filter_key) DO UPDATE SET filter_key = EXCLUDED.filter_key "
+            "RETURNING id, version = (SELECT version FROM data_api_typeversion WHERE human_id = %s AND type = %s)",
+            [human_id, kind, filters.key, human_id, kind],
+        )
+        cache_id, fresh = cursor.fetchone()
+        if fresh:
+            return True  # another reader computed it while this one waited
+        cursor.execute("DELETE FROM data_api_listanchor WHERE cache_id = %s", [cache_id])
+        # One statement, so the version and the rows come from one snapshot.
+        cursor.execute(
+            _ANCHORS.format(rows=rows_sql, every=ANCHOR_EVERY),
+            [human_id, kind, *rows_params, cache_id, cache_id],
+        )
+        _forget_stale_lists(cursor, human_id, kind, cache_id)
+    return True
+
+
+def _forget_stale_lists(cursor: Any, human_id: str, kind: str, keep: int) -> None:
+    """Drop caches of other filters of an older version; ones being recomputed are skipped."""
+    cursor.execute(
+        "WITH doomed AS ("
+        "  SELECT c.id FROM data_api_listcache c JOIN data_api_typeversion v"
+        "    ON v.human_id = c.human_id AND v.type = c.type AND v.version <> c.version"
+        "  WHERE c.human_id = %s AND c.type = %s AND c.id <> %s FOR UPDATE OF c SKIP LOCKED"
+        "), anchors AS (DELETE FROM data_api_listanchor WHERE cache_id IN (SELECT id FROM doomed))"
+        " DELETE FROM data_api_listcache WHERE id IN (SELECT id FROM doomed)",
+        [human_id, kind, keep],
+    )
+
+
+def record_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
+    """One record of this Human and type; None for another Human's id or a malformed one."""
+    if not record_id.isdigit() or len(record_id) > 18:
+        return None
+    row = rows_for_json(records_of(human, kind).filter(pk=int(record_id))).first()
+    return row_json(row) if row else None
+
+
+def latest_reading(*, human: Human, kind: str) -> dict[str, Any]:
+    row = rows_for_json(records_of(human, kind).order_by("-start_time", "-id")).first()
+    return row_json(row) if row else {}
+
+
+def profile_json(human: Human) -> dict[str, Any]:
+    return {
+        "humanId": human.pk,
+        "email": human.email,
+        "createdAt": iso_ms(human.created_at),
+        "updatedAt": iso_ms(human.updated_at),
+        "defaultTimeZone": human.default_time_zone or "UTC",
+    }
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def human_summary(human: Human) -> dict[str, Any]:
+    """`/`: who, the latest reading of each measurement, the last daily summaries."""
+    from .summaries import latest_summary
+
+    body: dict[str, Any] = {"humanId": human.pk, "email": human.email}
+    for kind in MEASUREMENTS:
+        body[camel(kind)] = latest_reading(human=human, kind=kind) or None
+    body["activitySummary"] = latest_summary(human=human, kind="activities")
+    body["sleepSummary"] = latest_summary(human=human, kind="sleeps")
+    body["updatedAt"] = iso_ms(human.updated_at)
+    return body
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def connections_of(human: Human) -> list[Connection]:
+    """The Human's sources that are not disconnected, oldest first."""
+    return list(
+        Connection.objects.filter(human=human).exclude(status=ConnectionStatus.DISCONNECTED).order_by("connected_at")
+    )
+
+
+def connection_json(connection: Connection, last_run: SyncRun | None = None) -> dict[str, Any]:
+    """A connection as `/sources` shows it (also the Application API's view of a connection).
+    `last_run` may be passed by callers that loaded it already; else it is looked up."""
+    run = last_run or connection.sync_runs.order_by("-started_at", "-id").first()
+    plugin = get_plugin(connection.source)
+    return {
+        "id": connection.pk,
+        "source": connection.source,
+        "sourceName": plugin.name if plugin else connection.source,
+        "connectedSince": iso_ms(connection.connected_at),
+        "supportedDataTypes": list(plugin.data_types) if plugin else [],
+        "historySync": {
+            "status": _history_status(connection, run),
+            "oldestDate": connection.oldest_date.isoformat() if connection.oldest_date else None,
+        },
+        "syncStatus": {
+            "status": _sync_status(connection, run),
+            "details": (run.error if run else "") or None,
+            "synchedAt": iso_ms(connection.last_synced_at),
+        },
+    }
+
+
+def _history_status(connection: Connection, run: SyncRun | None) -> str:
+    if connection.history_synced_at is not None:
+        return "completed"
+    if run is None:
+        return "pending"
+    return "failed" if run.outcome in (SyncOutcome.FAILED, SyncOutcome.REAUTH_REQUIRED) else "in_progress"
+
+
+def _sync_status(connection: Connection, run: SyncRun | None) -> str:
+    """One of pending, syncing, ok, retrying, failed, reauth_required, disconnected."""
+    if connection.status != ConnectionStatus.ACTIVE:
+        return str(connection.status)
+    if run is None:
+        return "pending"
+    return {
+        SyncOutcome.RUNNING: "syncing",
+        SyncOutcome.SUCCEEDED: "ok",
+        SyncOutcome.RETRYING: "retrying",
+        SyncOutcome.FAILED: "failed",
+        SyncOutcome.REAUTH_REQUIRED: "reauth_required",
+    }.get(SyncOutcome(run.outcome), "pending")
