@@ -53,8 +53,15 @@ class TokenEndpoint:
 
 
 def grant(**extra: Any) -> str:
-    return json.dumps({"access_token": "new-access", "refresh_token": "new-refresh", "token_type": "Bearer",
-                       "expires_in": 3600, **extra})
+    return json.dumps(
+        {
+            "access_token": "new-access",
+            "refresh_token": "new-refresh",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            **extra,
+        }
+    )
 
 
 @pytest.fixture
