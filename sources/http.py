@@ -98,7 +98,7 @@ class ProviderHttp:
         check: bool = True,
         allow_redirects: bool = True,
     ) -> requests.Response:
-        from .base import PermanentError, RateLimited, TokenRejected, TransientError
+        from .base import PermanentError, TransientError
 
         try:
             response = self.session.request(
@@ -119,16 +119,8 @@ class ProviderHttp:
             # A source that must not be led elsewhere (a user-given host checked against an
             # allowlist) treats a redirect as a refusal, never as a new address to call.
             raise PermanentError(f"{_safe(url)} answered a redirect ({status}), which is not followed")
-        if not check:
-            return response
-        if status == 429:
-            raise RateLimited(f"{_safe(url)} answered 429", parse_retry_after(response.headers.get("Retry-After")))
-        if status == 401:
-            raise TokenRejected(f"{_safe(url)} answered 401")
-        if status >= 500:
-            raise TransientError(f"{_safe(url)} answered {status}")
-        if status >= 400:
-            raise PermanentError(f"{_safe(url)} answered {status}")
+        if check:
+            raise_for_status(response)
         return response
 
     def get_json(self, url: str, **kwargs: Any) -> Any:
@@ -139,6 +131,42 @@ class ProviderHttp:
 
         response = self.request("GET", url, **{**kwargs, "inspect": checked})
         return response.json()
+
+
+def raise_for_status(response: requests.Response, *, detail: str = "", retry_after: float | None = None) -> None:
+    """The engine's error for a data call's HTTP answer: 429 RateLimited (Retry-After, else
+    `retry_after`), 401 TokenRejected, 5xx TransientError, other 4xx PermanentError.
+    `detail` (a provider's own error words, never echoed input) is added to the message."""
+    from .base import PermanentError, RateLimited, TokenRejected, TransientError
+
+    status = response.status_code
+    where = _safe(response.url)
+    words = f" ({detail})" if detail else ""
+    if status == 429:
+        header = parse_retry_after(response.headers.get("Retry-After"))
+        raise RateLimited(f"{where} answered 429", header if header is not None else retry_after)
+    if status == 401:
+        raise TokenRejected(f"{where} answered 401{words}")
+    if status >= 500:
+        raise TransientError(f"{where} answered {status}")
+    if status >= 400:
+        raise PermanentError(f"{where} answered {status}{words}")
+
+
+def raise_for_token_status(response: requests.Response, provider: str) -> None:
+    """A token endpoint's outage is never a refusal: 429 RateLimited, 5xx TransientError, a
+    success whose body is not JSON TransientError. A 4xx is left to the caller, which reads
+    the OAuth error and raises RefreshRefused."""
+    from .base import RateLimited, TransientError
+
+    status = response.status_code
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise RateLimited(f"{provider} token endpoint answered 429", retry_after)
+    if status >= 500:
+        raise TransientError(f"{provider} token endpoint answered {status}")
+    if status < 400:
+        decode_json(response)
 
 
 def decode_json(response: requests.Response) -> Any:

@@ -22,12 +22,11 @@ from .base import (
     AuthKind,
     AuthorizationFailed,
     Credentials,
-    RateLimited,
     RefreshRefused,
     SourcePlugin,
     TransientError,
 )
-from .http import DEFAULT_TIMEOUT, ProviderHttp, parse_retry_after
+from .http import DEFAULT_TIMEOUT, ProviderHttp, raise_for_token_status
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -138,18 +137,7 @@ class OAuth2CodeSource(SourcePlugin):
         return dict(token)
 
     def _judge_token_response(self, response: requests.Response) -> requests.Response:
-        status = response.status_code
-        if status == 429:
-            raise RateLimited(
-                f"{self.name} token endpoint answered 429", parse_retry_after(response.headers.get("Retry-After"))
-            )
-        if status >= 500:
-            raise TransientError(f"{self.name} token endpoint answered {status}")
-        if status == 200:
-            try:
-                response.json()
-            except ValueError:
-                raise TransientError(f"{self.name} token endpoint returned a body that is not JSON") from None
+        raise_for_token_status(response, self.name)
         return response
 
     def credentials_from_token(

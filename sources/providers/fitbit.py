@@ -32,7 +32,6 @@ from ..base import (
     AuthorizationFailed,
     Credentials,
     PermanentError,
-    RateLimited,
     RawPage,
     Record,
     RefreshRefused,
@@ -40,7 +39,7 @@ from ..base import (
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, parse_retry_after
+from ..http import ProviderHttp, decode_json, raise_for_token_status
 from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
@@ -244,13 +243,8 @@ class FitbitSource(OAuth2CodeSource):
 
 
 def _token_reply(response: requests.Response) -> None:
+    raise_for_token_status(response, "Google")
     status = response.status_code
-    if status == 429:
-        raise RateLimited(
-            "the Google token endpoint answered 429", parse_retry_after(response.headers.get("Retry-After"))
-        )
-    if status >= 500:
-        raise TransientError(f"the Google token endpoint answered {status}")
     if status >= 400:
         try:
             error = response.json().get("error", "")
@@ -258,7 +252,6 @@ def _token_reply(response: requests.Response) -> None:
             error = ""
         # RFC 6749: invalid_grant is a dead or revoked token (reconnect); never echo the body.
         raise RefreshRefused(f"Google refused the grant ({error if isinstance(error, str) else status})")
-    decode_json(response)  # a malformed 200 is retried
 
 
 def _granted(scope: Any) -> set[str]:

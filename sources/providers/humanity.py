@@ -45,7 +45,7 @@ from ..base import (
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, parse_retry_after
+from ..http import ProviderHttp, decode_json, parse_retry_after, raise_for_token_status
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +215,8 @@ class HumanitySource(SourcePlugin):
         only: descriptions could echo what was sent); 429/5xx/bad bodies are retried."""
 
         def inspect(response: requests.Response) -> None:
-            if response.status_code == 429:
-                raise RateLimited("Humanity token endpoint answered 429", _retry_after(response))
-            if response.status_code >= 500:
-                raise TransientError(f"Humanity token endpoint answered {response.status_code}")
-            decode_json(response)
+            raise_for_token_status(response, "Humanity")
+            decode_json(response)  # a refusal must be JSON too, to be read
 
         response = http.request(
             "POST",

@@ -21,16 +21,14 @@ import requests
 from ..base import (
     AuthorizationFailed,
     PermanentError,
-    RateLimited,
     RawPage,
     Record,
     RefreshRefused,
     SyncContext,
-    TokenRejected,
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, parse_retry_after
+from ..http import ProviderHttp, decode_json, raise_for_status, raise_for_token_status
 from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
@@ -208,29 +206,15 @@ class OuraSource(OAuth2CodeSource):
 
 def _api_status(response: requests.Response) -> None:
     """Oura's answers mapped to the engine's errors; a 403 (scope not granted) is told apart."""
-    status = response.status_code
-    where = response.url.split("?", 1)[0]
-    if status == 403:
-        raise ScopeNotGranted(f"{where} answered 403")
-    if status == 429:
-        raise RateLimited(f"{where} answered 429", parse_retry_after(response.headers.get("Retry-After")))
-    if status == 401:
-        raise TokenRejected(f"{where} answered 401")
-    if status >= 500:
-        raise TransientError(f"{where} answered {status}")
-    if status >= 400:
-        raise PermanentError(f"{where} answered {status}: {_detail(response)}")
+    if response.status_code == 403:
+        raise ScopeNotGranted(f"{response.url.split('?', 1)[0]} answered 403")
+    if response.status_code >= 400:
+        raise_for_status(response, detail=_detail(response))
     decode_json(response)  # a malformed body is retried like a 5xx
 
 
 def _token_status(response: requests.Response) -> None:
-    status = response.status_code
-    if status == 429:
-        raise RateLimited("Oura token endpoint answered 429", parse_retry_after(response.headers.get("Retry-After")))
-    if status >= 500:
-        raise TransientError(f"Oura token endpoint answered {status}")
-    if status < 400:
-        decode_json(response)
+    raise_for_token_status(response, "Oura")
 
 
 def _oauth_error(response: requests.Response) -> str:

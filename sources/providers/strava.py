@@ -20,17 +20,15 @@ import requests
 
 from ..base import (
     Credentials,
-    PermanentError,
     RateLimited,
     RawPage,
     Record,
     RefreshRefused,
     SyncContext,
-    TokenRejected,
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, parse_retry_after
+from ..http import ProviderHttp, decode_json, raise_for_status, raise_for_token_status
 from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
@@ -244,29 +242,14 @@ def _until_midnight(now: datetime) -> float:
 
 
 def _api_status(response: requests.Response, budget: RateBudget) -> None:
-    status = response.status_code
-    where = response.url.split("?", 1)[0]
-    if status == 429:
-        # Strava sends no Retry-After: the headers say which window is exhausted.
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise RateLimited(f"{where} answered 429", retry_after or budget.wait(datetime.now(UTC)) or 60.0)
-    if status == 401:
-        raise TokenRejected(f"{where} answered 401 ({_fault(response)})")
-    if status >= 500:
-        raise TransientError(f"{where} answered {status}")
-    if status >= 400:
-        raise PermanentError(f"{where} answered {status} ({_fault(response)})")
+    if response.status_code >= 400:
+        # Strava sends no Retry-After on a 429: its rate-limit headers say which window is spent.
+        raise_for_status(response, detail=_fault(response), retry_after=budget.wait(datetime.now(UTC)) or 60.0)
     decode_json(response)  # a malformed body is retried like a 5xx
 
 
 def _token_status(response: requests.Response) -> None:
-    status = response.status_code
-    if status == 429:
-        raise RateLimited("Strava token endpoint answered 429", parse_retry_after(response.headers.get("Retry-After")))
-    if status >= 500:
-        raise TransientError(f"Strava token endpoint answered {status}")
-    if status < 400:
-        decode_json(response)
+    raise_for_token_status(response, "Strava")
 
 
 def _fault(response: requests.Response) -> str:
