@@ -65,7 +65,27 @@ class TokenRateThrottle(BaseThrottle):
         return max(0, self.retry_after - 1)
 
 
-class TokenView(APIView):
+class ExchangeView(APIView):
+    """Base of the token endpoints: validate `Input`, call `exchange`, answer its JSON or the
+    error envelope of an ExchangeError. Rate-limited per client and per IP."""
+
+    throttle_classes = [TokenRateThrottle]
+    Input: type[serializers.Serializer[dict[str, Any]]]
+
+    def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            body = self.exchange(dict(data.validated_data), request._request)
+        except ExchangeError as exc:
+            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
+        return Response(body)
+
+
+class TokenView(ExchangeView):
     """POST /v1/connect/token: the client app's server trades its credentials for tokens."""
 
     class Input(serializers.Serializer[dict[str, Any]]):
@@ -86,22 +106,12 @@ class TokenView(APIView):
                 raise serializers.ValidationError({"refresh_token": "This field is required for type=refresh."})
             return attrs
 
-    throttle_classes = [TokenRateThrottle]
-
-    def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            body = token_exchange(data=dict(data.validated_data), request=request._request)
-        except ExchangeError as exc:
-            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
-        return Response(body)
+    def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
+        return token_exchange(data=values, request=request)
 
 
-class LegacyTokensView(APIView):
+class LegacyTokensView(ExchangeView):
     """POST /v1/connect/tokens (Human API v1): session token -> access token + public token."""
-
-    throttle_classes = [TokenRateThrottle]
 
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)
@@ -109,47 +119,31 @@ class LegacyTokensView(APIView):
         sessionToken = serializers.CharField(max_length=200)
         clientSecret = serializers.CharField(max_length=200)
 
-    def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        try:
-            body = legacy_tokens_exchange(
-                human_id=values["humanId"],
-                client_id=values["clientId"],
-                client_secret=values["clientSecret"],
-                session_token=values["sessionToken"],
-                request=request._request,
-            )
-        except ExchangeError as exc:
-            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
-        return Response(body)
+    def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
+        return legacy_tokens_exchange(
+            human_id=values["humanId"],
+            client_id=values["clientId"],
+            client_secret=values["clientSecret"],
+            session_token=values["sessionToken"],
+            request=request,
+        )
 
 
-class LegacyPublicTokensView(APIView):
+class LegacyPublicTokensView(ExchangeView):
     """POST /v1/connect/publictokens (Human API v1): a fresh public token for a Human."""
-
-    throttle_classes = [TokenRateThrottle]
 
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)
         clientId = serializers.CharField(max_length=64)
         clientSecret = serializers.CharField(max_length=200)
 
-    def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        try:
-            body = legacy_public_token_exchange(
-                human_id=values["humanId"],
-                client_id=values["clientId"],
-                client_secret=values["clientSecret"],
-                request=request._request,
-            )
-        except ExchangeError as exc:
-            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
-        return Response(body)
+    def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
+        return legacy_public_token_exchange(
+            human_id=values["humanId"],
+            client_id=values["clientId"],
+            client_secret=values["clientSecret"],
+            request=request,
+        )
 
 
 # --- the Connect page ----------------------------------------------------------------------

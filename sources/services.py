@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -39,6 +40,21 @@ def connection_authorize_form(
     return connection_store(human=human, slug=slug, credentials=credentials, request=request)
 
 
+def audit_connection(
+    action: str, connection: Connection, actor: str, request: HttpRequest | None, **details: Any
+) -> None:
+    audit(
+        action,
+        actor=actor,
+        application=connection.human.application,
+        human_id=connection.human_id,
+        request=request,
+        source=connection.source,
+        connection_id=connection.pk,
+        **details,
+    )
+
+
 def connection_store(*, human: Human, slug: str, credentials: Credentials, request: HttpRequest | None) -> Connection:
     from data_api.notifications import notify_connection_event
 
@@ -58,16 +74,7 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         # The history sync is enqueued below; should that message be lost, beat picks it up.
         connection.next_sync_at = now + timedelta(minutes=15)
         connection.save()
-        audit(
-            "connection.connected",
-            actor=Actor.END_USER,
-            application=human.application,
-            human_id=human.pk,
-            request=request,
-            source=slug,
-            connection_id=connection.pk,
-            reconnect=not created,
-        )
+        audit_connection("connection.connected", connection, Actor.END_USER, request, reconnect=not created)
         transaction.on_commit(lambda: sync_connection.delay(connection.pk))
         transaction.on_commit(lambda: notify_connection_event(connection, "source.connected"))
     return connection
@@ -85,15 +92,7 @@ def connection_disconnect(*, connection: Connection, actor: str, request: HttpRe
             next_sync_at=None,
             sync_requested=False,
         )
-        audit(
-            "connection.disconnected",
-            actor=actor,
-            application=connection.human.application,
-            human_id=connection.human_id,
-            request=request,
-            source=connection.source,
-            connection_id=connection.pk,
-        )
+        audit_connection("connection.disconnected", connection, actor, request)
         transaction.on_commit(lambda: notify_connection_event(connection, "source.disconnected"))
     connection.status = ConnectionStatus.DISCONNECTED
 
@@ -101,13 +100,5 @@ def connection_disconnect(*, connection: Connection, actor: str, request: HttpRe
 def connection_request_sync(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
     from .tasks import sync_connection
 
-    audit(
-        "connection.resync",
-        actor=actor,
-        application=connection.human.application,
-        human_id=connection.human_id,
-        request=request,
-        source=connection.source,
-        connection_id=connection.pk,
-    )
+    audit_connection("connection.resync", connection, actor, request)
     transaction.on_commit(lambda: sync_connection.delay(connection.pk))

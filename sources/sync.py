@@ -148,19 +148,13 @@ def fresh_credentials(
 
 
 def mark_reauth_required(connection: Connection, reason: str) -> None:
-    from connect.audit import audit
     from data_api.notifications import notify_connection_event
+
+    from .services import audit_connection
 
     Connection.objects.filter(pk=connection.pk).update(status=ConnectionStatus.REAUTH_REQUIRED)
     connection.status = ConnectionStatus.REAUTH_REQUIRED
-    audit(
-        "connection.reauth_required",
-        actor="system",
-        application=connection.human.application,
-        human_id=connection.human_id,
-        source=connection.source,
-        reason=reason,
-    )
+    audit_connection("connection.reauth_required", connection, "system", None, reason=reason)
     notify_connection_event(connection, "source.reauth_required")
 
 
