@@ -237,6 +237,9 @@ SYNC_INTERVAL = env_int("SYNC_INTERVAL", 3600, minimum=60)
 PROVIDER_RETRY_ATTEMPTS = env_int("PROVIDER_RETRY_ATTEMPTS", 4, minimum=1)
 PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT", 20, minimum=0)
 SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 12, minimum=0)
+# First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
+# Retry-After is a floor.
+SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30, minimum=1)
 
 LOGGING = {
     "version": 1,

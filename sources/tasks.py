@@ -25,7 +25,9 @@ def sync_connection(self: Task[..., None], connection_id: str) -> None:
         if self.request.retries >= settings.SYNC_MAX_RETRIES:
             log.warning("giving up on connection %s after %s retries: %s", connection_id, self.request.retries, exc)
             return
-        countdown = backoff_delay(self.request.retries, base=30, cap=3600, retry_after=exc.retry_after)
+        countdown = backoff_delay(
+            self.request.retries, base=settings.SYNC_RETRY_BASE_SECONDS, cap=3600, retry_after=exc.retry_after
+        )
         raise self.retry(countdown=countdown, exc=exc) from None
 
 
