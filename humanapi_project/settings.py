@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,6 +217,12 @@ if CELERY_BROKER_URL == "filesystem://":
     # The filesystem transport has no broadcast exchange for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "humanapi")
+# Webhook deliveries have a queue of their own, so a pool of workers can be given to them
+# (`celery worker -Q <this queue>`) and slow receivers never hold sync slots. A worker started
+# without -Q consumes both queues.
+CELERY_NOTIFY_QUEUE = env_str("CELERY_NOTIFY_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-notify")
+CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CELERY_NOTIFY_QUEUE)]
+CELERY_TASK_ROUTES = {"data_api.tasks.deliver_notification": {"queue": CELERY_NOTIFY_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

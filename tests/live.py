@@ -116,7 +116,7 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool
                     "humanapi_project",
                     "worker",
                     "-Q",
-                    env["CELERY_TASK_DEFAULT_QUEUE"],
+                    f"{env['CELERY_TASK_DEFAULT_QUEUE']},{env['CELERY_TASK_DEFAULT_QUEUE']}-notify",
                     "--concurrency",
                     "2",
                     "--loglevel",

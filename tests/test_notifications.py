@@ -348,3 +348,14 @@ def test_it_shows_notifications_and_their_attempts_read_only_in_the_admin(
     assert admin_client.get("/admin/data_api/notification/add/").status_code == 403
     assert admin_client.post(f"/admin/data_api/notification/{notification.pk}/delete/").status_code == 403
     assert Notification.objects.filter(pk=notification.pk).exists()
+
+
+def test_it_routes_deliveries_to_their_own_queue() -> None:
+    from django.conf import settings
+
+    from humanapi_project.celery import app
+
+    delivery = app.amqp.router.route({}, "data_api.tasks.deliver_notification")
+    sync = app.amqp.router.route({}, "sources.tasks.sync_connection")
+    assert delivery["queue"].name == settings.CELERY_NOTIFY_QUEUE
+    assert sync["queue"].name == settings.CELERY_TASK_DEFAULT_QUEUE != settings.CELERY_NOTIFY_QUEUE
