@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -221,7 +221,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "humanapi")
 # (`celery worker -Q <this queue>`) and slow receivers never hold sync slots. A worker started
 # without -Q consumes both queues.
 CELERY_NOTIFY_QUEUE = env_str("CELERY_NOTIFY_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-notify")
-CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CELERY_NOTIFY_QUEUE)]
+# Each queue bound to its own exchange and key: sharing a direct exchange and key would put
+# every message in both queues.
+CELERY_TASK_QUEUES = [Queue(q, Exchange(q), routing_key=q) for q in (CELERY_TASK_DEFAULT_QUEUE, CELERY_NOTIFY_QUEUE)]
 CELERY_TASK_ROUTES = {"data_api.tasks.deliver_notification": {"queue": CELERY_NOTIFY_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True

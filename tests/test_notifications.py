@@ -359,3 +359,6 @@ def test_it_routes_deliveries_to_their_own_queue() -> None:
     sync = app.amqp.router.route({}, "sources.tasks.sync_connection")
     assert delivery["queue"].name == settings.CELERY_NOTIFY_QUEUE
     assert sync["queue"].name == settings.CELERY_TASK_DEFAULT_QUEUE != settings.CELERY_NOTIFY_QUEUE
+    # Two queues bound with the same exchange and key would each receive every message.
+    bindings = {(q.exchange.name, q.routing_key) for q in app.amqp.queues.values()}
+    assert len(bindings) == len(app.amqp.queues) == 2
