@@ -1,12 +1,16 @@
 """The OpenAPI 3 description of the public contract: token exchange (§2), the Data API (§6),
 the Application API (§7). Built from the same type lists the URLs are built from, so a new
-measurement or period type appears here without more work."""
+measurement, period or batch type appears here without more work."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
+from connect.models import Actor
+from sources.models import ConnectionStatus, SyncKind, SyncOutcome
+
+from .app_selectors import BATCH_TYPES, SUMMARY_SUMS
 from .records import DEFAULT_LIMIT, MAX_LIMIT, MEASUREMENTS, PERIODIC
 
 Schema = dict[str, Any]
@@ -21,13 +25,21 @@ def array_of(item: Schema) -> Schema:
 
 
 def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None, **extra: Any) -> Schema:
-    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}, **extra}
+    node: Schema = {"type": "object", "properties": {**required, **(optional or {})}, **extra}
+    if required:  # OpenAPI 3.0 forbids an empty `required`
+        node["required"] = list(required)
+    return node
+
+
+def one_of(*values: str) -> Schema:
+    return {"type": "string", "enum": list(values)}
 
 
 STR: Schema = {"type": "string"}
 INT: Schema = {"type": "integer"}
 NUM: Schema = {"type": "number"}
 BOOL: Schema = {"type": "boolean"}
+OBJECT: Schema = {"type": "object"}
 TIME: Schema = {"type": "string", "format": "date-time", "example": "2026-03-01T07:30:00.000Z"}
 DAY: Schema = {"type": "string", "format": "date", "example": "2026-03-01"}
 TZ: Schema = {"type": "string", "pattern": "^[+-][0-9]{2}:[0-9]{2}$", "example": "-05:00"}
@@ -39,9 +51,31 @@ def nullable(schema: Schema) -> Schema:
     return {**schema, "nullable": True}
 
 
-RECORD_BASE = {"id": STR, "humanId": STR, "source": STR, "sourceData": {"type": "object"}, "createdAt": TIME}
+RECORD_BASE = {"id": STR, "humanId": STR, "source": STR, "sourceData": OBJECT, "createdAt": TIME}
 RECORD_END = {"updatedAt": TIME}
 PERIOD = {"startTime": TIME, "endTime": nullable(TIME), "tzOffset": TZ}
+# A day's total is null when none of the day's records carries the measure.
+SUMMARY_BASE = {"id": STR, "humanId": STR, "date": DAY}
+SUMMARY_END = {"count": INT, "createdAt": nullable(TIME), "updatedAt": nullable(TIME)}
+
+SOURCE_FIELDS: dict[str, Schema] = {
+    "id": STR,
+    "source": STR,
+    "sourceName": STR,
+    "connectedSince": TIME,
+    "supportedDataTypes": array_of(STR),
+    "historySync": obj(
+        {"status": one_of("pending", "in_progress", "completed", "failed"), "oldestDate": nullable(DAY)}
+    ),
+    "syncStatus": obj(
+        {
+            "status": one_of("pending", "syncing", "ok", "retrying", "failed", "reauth_required", "disconnected"),
+            "details": nullable(STR),
+            "synchedAt": nullable(TIME),
+        }
+    ),
+}
+CHANGE_COUNTS = obj({}, {"created": INT, "updated": INT, "deleted": INT})
 
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(
@@ -87,46 +121,34 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "ActivitySummary": obj(
         {
-            "id": STR,
-            "humanId": STR,
-            "date": DAY,
-            "steps": INT,
-            "distance": NUM,
-            "calories": NUM,
-            "duration": INT,
-            "count": INT,
-            "createdAt": nullable(TIME),
-            "updatedAt": nullable(TIME),
+            **SUMMARY_BASE,
+            "steps": nullable(INT),
+            "distance": nullable(NUM),
+            "calories": nullable(NUM),
+            "duration": nullable(INT),
+            **SUMMARY_END,
         }
     ),
     "SleepSummary": obj(
         {
-            "id": STR,
-            "humanId": STR,
-            "date": DAY,
-            "timeAsleep": INT,
-            "timeAwake": INT,
-            "timeInBed": INT,
+            **SUMMARY_BASE,
+            "timeAsleep": nullable(INT),
+            "timeAwake": nullable(INT),
+            "timeInBed": nullable(INT),
             "efficiency": nullable(INT),
-            "numberOfWakeups": INT,
-            "count": INT,
-            "createdAt": nullable(TIME),
-            "updatedAt": nullable(TIME),
+            "numberOfWakeups": nullable(INT),
+            **SUMMARY_END,
         }
     ),
     "HeartRateSummary": obj(
         {
-            "id": STR,
-            "humanId": STR,
-            "date": DAY,
-            "min": INT,
-            "max": INT,
-            "avg": NUM,
-            "restingHeartRate": INT,
+            **SUMMARY_BASE,
+            "min": nullable(INT),
+            "max": nullable(INT),
+            "avg": nullable(NUM),
+            "restingHeartRate": nullable(INT),
             "unit": STR,
-            "count": INT,
-            "createdAt": nullable(TIME),
-            "updatedAt": nullable(TIME),
+            **SUMMARY_END,
         }
     ),
     "Profile": obj({"humanId": STR, "email": STR, "createdAt": TIME, "updatedAt": TIME, "defaultTimeZone": STR}),
@@ -145,48 +167,74 @@ COMPONENTS: dict[str, Schema] = {
         },
         {"updatedAt": TIME},
     ),
-    "Source": obj(
+    "Source": obj(SOURCE_FIELDS),
+    "TokenRequest": obj(
+        {"client_id": STR, "client_secret": STR, "type": one_of("session", "id", "access", "refresh")},
         {
-            "id": STR,
-            "source": STR,
-            "sourceName": STR,
-            "connectedSince": TIME,
-            "supportedDataTypes": array_of(STR),
-            "historySync": obj({"status": STR, "oldestDate": nullable(DAY)}),
-            "syncStatus": obj({"status": STR, "details": nullable(STR), "synchedAt": nullable(TIME)}),
+            "client_user_id": {**STR, "description": "Required unless type=refresh."},
+            "client_user_email": {**STR, "format": "email", "description": "Required for type=session."},
+            "refresh_token": {**STR, "description": "Required for type=refresh."},
+        },
+    ),
+    "SessionToken": obj({"session_token": STR, "expires_in": INT, "human_id": STR}),
+    "IdToken": obj({"id_token": STR, "id_token_expires_in": INT, "human_id": STR}),
+    "AccessToken": obj(
+        {"access_token": STR, "expires_in": INT, "token_type": one_of("Bearer"), "refresh_token": STR, "human_id": STR}
+    ),
+    "TokenResponse": {"oneOf": [ref("SessionToken"), ref("IdToken"), ref("AccessToken")]},
+    "LegacyTokensRequest": obj({"humanId": STR, "clientId": STR, "sessionToken": STR, "clientSecret": STR}),
+    "LegacyTokens": obj({"humanId": STR, "accessToken": STR, "publicToken": STR, "clientId": STR, "clientUserId": STR}),
+    "LegacyPublicTokensRequest": obj({"humanId": STR, "clientId": STR, "clientSecret": STR}),
+    "LegacyPublicToken": obj({"humanId": STR, "publicToken": STR}),
+    "AppUser": obj({"humanId": STR, "externalId": STR, "appId": STR, "createdAt": TIME, "updatedAt": TIME}),
+    "NewAppUser": obj({"externalId": {**STR, "minLength": 1, "maxLength": 255}}),
+    "SyncRun": obj(
+        {
+            "id": INT,
+            "kind": one_of(*SyncKind.values),
+            "outcome": one_of(*SyncOutcome.values),
+            "startedAt": TIME,
+            "finishedAt": nullable(TIME),
+            "pages": INT,
+            "counts": {**OBJECT, "additionalProperties": CHANGE_COUNTS, "description": "Per data type."},
+            "error": STR,
         }
     ),
-    "TokenRequest": obj(
+    "Connection": obj(
         {
-            "client_id": STR,
-            "client_secret": STR,
-            "client_user_id": STR,
-            "type": {**STR, "enum": ["session", "id", "access", "refresh"]},
-        },
-        {"client_user_email": STR, "refresh_token": STR},
+            **SOURCE_FIELDS,
+            "status": one_of(*ConnectionStatus.values),
+            "nextSyncAt": nullable(TIME),
+            "syncRuns": {**array_of(ref("SyncRun")), "description": "The latest runs, newest first."},
+        }
     ),
-    "TokenResponse": {
-        "oneOf": [
-            obj({"session_token": STR, "expires_in": INT, "human_id": STR}),
-            obj({"id_token": STR, "id_token_expires_in": INT, "human_id": STR}),
-            obj(
-                {
-                    "access_token": STR,
-                    "expires_in": INT,
-                    "token_type": {**STR, "enum": ["Bearer"]},
-                    "refresh_token": STR,
-                    "human_id": STR,
-                }
-            ),
-        ]
-    },
-    "AppUser": obj({"humanId": STR, "externalId": STR, "appId": STR, "createdAt": TIME, "updatedAt": TIME}),
-    "NewAppUser": obj({"externalId": STR}),
+    "SyncRequest": obj({}, {"source": {**STR, "description": "Only this source's connection (slug)."}}),
+    "SyncQueued": obj({"status": one_of("queued"), "connections": array_of(obj({"id": STR, "source": STR}))}),
     "AuditEntry": obj(
-        {"at": TIME, "actor": STR, "action": STR},
-        {"humanId": nullable(STR), "ip": nullable(STR), "details": {"type": "object"}},
-        additionalProperties=True,
+        {
+            "id": INT,
+            "at": TIME,
+            "actor": one_of(*Actor.values),
+            "action": STR,
+            "humanId": nullable(STR),
+            "ip": nullable(STR),
+            "details": OBJECT,
+        }
     ),
+}
+
+LINK_RELS = "(next|prev|last|first)"
+LINK_ONE = f'<[^>]+>; rel="{LINK_RELS}"'
+HEADERS: dict[str, Schema] = {
+    "X-Request-Id": {"schema": STR, "required": True, "description": "This request's id (also in error bodies)."},
+    "X-Total-Count": {"schema": INT, "required": True, "description": "Items matching the query."},
+    "Link": {
+        "schema": {**STR, "pattern": f"^{LINK_ONE}(, {LINK_ONE})*$"},
+        "required": False,
+        "description": "first, prev, next, last as they apply: the same query at another offset.",
+    },
+    "Retry-After": {"schema": INT, "required": True, "description": "Seconds to wait before trying again."},
+    "WWW-Authenticate": {"schema": STR, "required": True, "description": "The authentication scheme expected."},
 }
 
 
@@ -199,17 +247,18 @@ PERIOD_SCHEMA = {
     "timeclocks": "Timeclock",
 }
 SUMMARY_SCHEMA = {"activities": "ActivitySummary", "sleeps": "SleepSummary", "heart_rate": "HeartRateSummary"}
-# The Application API's batch names (§7) and the stored type each one lists.
-BATCH_TYPES = {**{kind: kind for kind in PERIOD_SCHEMA}, **{f"{m}s": m for m in MEASUREMENTS}}
 
 
 def _param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:
     return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
 
 
-LIST_PARAMS = [
+PAGE_PARAMS = [
     _param("limit", "query", {**INT, "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Page size."),
     _param("offset", "query", {**INT, "minimum": 0, "default": 0}, "Items to skip."),
+]
+LIST_PARAMS = [
+    *PAGE_PARAMS,
     _param("start_date", "query", DAY, "First local day (with end_date)."),
     _param("end_date", "query", DAY, "Last local day (with start_date)."),
     *[
@@ -218,21 +267,41 @@ LIST_PARAMS = [
     ],
     _param("source", "query", STR, "Only this source (slug)."),
 ]
-LIST_HEADERS = {
-    "X-Total-Count": {"schema": INT, "description": "Items matching the query."},
-    "Link": {"schema": STR, "description": "first, prev, next, last: the same query at another offset."},
-}
-ERRORS = {
-    str(code): {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
-    for code, text in ((400, "Bad input"), (401, "Missing or invalid credentials"), (404, "Not found"))
-}
+LIST_HEADERS = ("X-Total-Count", "Link")
 
 
-def _json(schema: Schema, description: str = "OK", headers: Schema | None = None) -> Schema:
-    body: Schema = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if headers:
-        body["headers"] = headers
+def _headers(*names: str) -> Schema:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in ("X-Request-Id", *names)}
+
+
+def _response(description: str, schema: Schema | None = None, headers: tuple[str, ...] = ()) -> Schema:
+    body: Schema = {"description": description, "headers": _headers(*headers)}
+    if schema is not None:
+        body["content"] = {"application/json": {"schema": schema}}
     return body
+
+
+def _json(schema: Schema, description: str = "OK", headers: tuple[str, ...] = ()) -> Schema:
+    return _response(description, schema, headers)
+
+
+ERROR_TEXT = {
+    400: "Bad input; validation.keys names the parameters at fault",
+    401: "Missing or invalid credentials",
+    404: "Not found",
+    409: "Conflict with the current state",
+    429: "Too many requests",
+}
+
+
+def errors(*codes: int, challenge: bool = True) -> dict[str, Schema]:
+    """Error responses (the one envelope). `challenge`: a 401 names the expected scheme in
+    WWW-Authenticate (the Data and Application APIs; the token endpoints take no header)."""
+    extra = {401: ("WWW-Authenticate",) if challenge else (), 429: ("Retry-After",)}
+    return {str(code): _response(ERROR_TEXT[code], ref("Error"), extra.get(code, ())) for code in codes}
+
+
+ERRORS = errors(400, 401, 404)
 
 
 def _get(
@@ -243,7 +312,7 @@ def _get(
             "summary": summary,
             "tags": [tag],
             "parameters": [*(params or []), *(LIST_PARAMS if is_list else [])],
-            "responses": {"200": _json(schema, headers=LIST_HEADERS if is_list else None), **ERRORS},
+            "responses": {"200": _json(schema, headers=LIST_HEADERS if is_list else ()), **ERRORS},
         }
     }
 
@@ -255,6 +324,10 @@ REF_PARAM = _param("ref", "path", STR, "A summary id, or a local day YYYY-MM-DD.
 
 def _reading_ref(kind: str) -> Schema:
     return ref("BloodPressureReading" if kind == "blood_pressure" else "Reading")
+
+
+def _record_ref(kind: str) -> Schema:
+    return ref(PERIOD_SCHEMA[kind]) if kind in PERIOD_SCHEMA else _reading_ref(kind)
 
 
 def _data_api_paths() -> dict[str, Schema]:
@@ -290,18 +363,43 @@ def _data_api_paths() -> dict[str, Schema]:
     return paths
 
 
+def _body(name: str, *, required: bool = True) -> Schema:
+    """A request body, JSON or form-encoded (both are parsed)."""
+    content = {media: {"schema": ref(name)} for media in ("application/json", "application/x-www-form-urlencoded")}
+    return {"content": content, "required": required}
+
+
 def _token_paths() -> dict[str, Schema]:
-    body = {"content": {"application/json": {"schema": ref("TokenRequest")}}, "required": True}
-    return {
-        "/v1/connect/token": {
+    tag = "Token exchange"
+
+    def exchange(summary: str, request: str, answer: Schema) -> Schema:
+        return {
             "post": {
-                "summary": "Exchange client credentials for a session, id, access or refresh token",
-                "tags": ["Token exchange"],
+                "summary": summary,
+                "tags": [tag],
                 "security": [],
-                "requestBody": body,
-                "responses": {"200": _json(ref("TokenResponse")), **ERRORS},
+                "requestBody": _body(request),
+                "responses": {"200": _json(answer), **errors(400, 401, 404, 429, challenge=False)},
             }
         }
+
+    return {
+        "/v1/connect/token": exchange(
+            "Exchange client credentials for a session, id, access or refresh token "
+            "(404: no such user, or for access, no source connected yet)",
+            "TokenRequest",
+            ref("TokenResponse"),
+        ),
+        "/v1/connect/tokens": exchange(
+            "Human API v1: a Connect session token becomes an access token and a public token",
+            "LegacyTokensRequest",
+            ref("LegacyTokens"),
+        ),
+        "/v1/connect/publictokens": exchange(
+            "Human API v1: a new public token for a user (earlier ones stop working)",
+            "LegacyPublicTokensRequest",
+            ref("LegacyPublicToken"),
+        ),
     }
 
 
@@ -309,52 +407,91 @@ def _app_paths() -> dict[str, Schema]:
     tag = "Application API"
     base = "/v1/apps/{client_id}"
     client = _param("client_id", "path", STR, "The Application's client id.", required=True)
-    human = _param("humanId", "path", STR, "The Human's id.", required=True)
-    since = _param("updated_since", "query", STR, "Only records changed after: YYYYMMDDTHHmmssZ or ISO-8601.")
+    human = _param("humanId", "path", STR, "The user's id.", required=True)
     security: list[Schema] = [{"appKey": []}]
 
-    def op(summary: str, responses: Schema, params: list[Schema]) -> Schema:
-        return {"summary": summary, "tags": [tag], "security": security, "parameters": params, "responses": responses}
+    def op(summary: str, responses: Schema, params: list[Schema], **extra: Any) -> Schema:
+        return {
+            "summary": summary,
+            "tags": [tag],
+            "security": security,
+            "parameters": params,
+            "responses": responses,
+            **extra,
+        }
 
+    users = array_of(ref("AppUser"))
+    user_filter = _param("externalId", "query", STR, "Only the user with this external id.")
+    audit_filters = [
+        _param("humanId", "query", STR, "Only entries about this user."),
+        _param("action", "query", STR, "Only this action, e.g. user.created."),
+        _param("since", "query", STR, "Entries after: YYYYMMDDTHHmmssZ or ISO-8601."),
+        _param("before", "query", STR, "Entries before: YYYYMMDDTHHmmssZ or ISO-8601."),
+    ]
+    sync_source = _param("source", "query", STR, "Only this source's connection (slug); also accepted in the body.")
     paths: dict[str, Schema] = {
         f"{base}/users": {
-            "get": op("Every Human of the Application", {"200": _json(array_of(ref("AppUser"))), **ERRORS}, [client]),
-            "post": {
-                **op("Create a Human", {"201": _json(ref("AppUser"), "Created"), **ERRORS}, [client]),
-                "requestBody": {"content": {"application/json": {"schema": ref("NewAppUser")}}, "required": True},
-            },
+            "get": op(
+                "The Application's users, oldest first",
+                {"200": _json(users, headers=LIST_HEADERS), **errors(400, 401)},
+                [client, user_filter, *PAGE_PARAMS],
+            ),
+            "post": op(
+                "Create a user (idempotent: 200 with the same user when the externalId exists)",
+                {
+                    "201": _json(ref("AppUser"), "Created"),
+                    "200": _json(ref("AppUser"), "Exists already"),
+                    **errors(400, 401),
+                },
+                [client],
+                requestBody=_body("NewAppUser"),
+            ),
         },
         f"{base}/users/{{humanId}}": {
-            "get": op("One Human", {"200": _json(ref("AppUser")), **ERRORS}, [client, human]),
+            "get": op("One user", {"200": _json(ref("AppUser")), **errors(401, 404)}, [client, human]),
             "delete": op(
-                "Delete a Human with every record, token and connection",
-                {"204": {"description": "Deleted"}, **ERRORS},
+                "Delete a user with every record, token and connection",
+                {"204": _response("Deleted"), **errors(401, 404)},
                 [client, human],
             ),
         },
         f"{base}/users/{{humanId}}/sources": {
             "get": op(
-                "Sync status and history of each connection", {"200": _json(array_of(ref("Source")))}, [client, human]
+                "Each connection of a user, its sync status and latest sync runs",
+                {"200": _json(array_of(ref("Connection"))), **errors(401, 404)},
+                [client, human],
             )
         },
         f"{base}/users/{{humanId}}/sync": {
-            "post": op("Sync every connection now", {"202": {"description": "Accepted"}, **ERRORS}, [client, human])
+            "post": op(
+                "Sync every active connection of a user now (409: none is active)",
+                {"202": _json(ref("SyncQueued"), "Queued"), **errors(400, 401, 404, 409)},
+                [client, human, sync_source],
+                requestBody=_body("SyncRequest", required=False),
+            )
         },
         f"{base}/audit": {
-            "get": op("The audit log, newest first", {"200": _json(array_of(ref("AuditEntry"))), **ERRORS}, [client])
+            "get": op(
+                "The Application's audit log, newest first",
+                {"200": _json(array_of(ref("AuditEntry")), headers=LIST_HEADERS), **errors(400, 401)},
+                [client, *audit_filters, *PAGE_PARAMS],
+            )
         },
     }
-    for name, kind in sorted(BATCH_TYPES.items()):
-        item = ref(PERIOD_SCHEMA[kind]) if kind in PERIOD_SCHEMA else _reading_ref(kind)
-        paths[f"{base}/users/{name}"] = {
-            "get": op(f"{name} of every Human, each with its humanId", {"200": _json(array_of(item))}, [client, since])
-        }
-    for kind in ("activities", "sleeps"):
+    for kind in SUMMARY_SUMS:
         paths[f"{base}/users/{kind}/summaries"] = {
             "get": op(
-                f"Daily {kind} summaries of every Human",
-                {"200": _json(array_of(ref(SUMMARY_SCHEMA[kind])))},
-                [client, since],
+                f"Daily {kind} summaries of every user, oldest change first",
+                {"200": _json(array_of(ref(SUMMARY_SCHEMA[kind])), headers=LIST_HEADERS), **errors(400, 401)},
+                [client, *LIST_PARAMS],
+            )
+        }
+    for route, kind in BATCH_TYPES.items():
+        paths[f"{base}/users/{route}"] = {
+            "get": op(
+                f"{route} of every user, each with its humanId, oldest change first",
+                {"200": _json(array_of(_record_ref(kind)), headers=LIST_HEADERS), **errors(400, 401)},
+                [client, *LIST_PARAMS],
             )
         }
     return paths
@@ -373,6 +510,7 @@ def schema() -> Schema:
         "paths": {**_token_paths(), **_data_api_paths(), **_app_paths()},
         "components": {
             "schemas": COMPONENTS,
+            "headers": HEADERS,
             "securitySchemes": {
                 "accessToken": {"type": "http", "scheme": "bearer", "description": "Or ?access_token=..."},
                 "appKey": {"type": "http", "scheme": "basic", "description": "The App Key as username, no password."},
@@ -402,6 +540,34 @@ def describe(node: Schema) -> str:
     return text + (" or null" if node.get("nullable") else "")
 
 
+def _response_row(code: str, response: Schema) -> dict[str, str]:
+    # X-Request-Id is on every response (said once in the page's description).
+    headers = [name for name in response.get("headers", {}) if name != "X-Request-Id"]
+    body = describe(response["content"]["application/json"]["schema"]) if "content" in response else ""
+    return {
+        "code": code,
+        "description": response["description"],
+        "body": body + (f"; headers {', '.join(headers)}" if headers else ""),
+    }
+
+
+def _request_param(operation: Schema) -> list[dict[str, Any]]:
+    """The request body, shown as a parameter of the operation."""
+    body = operation.get("requestBody")
+    if body is None:
+        return []
+    schema = body["content"]["application/json"]["schema"]
+    return [
+        {
+            "name": "body",
+            "in": "body",
+            "required": body["required"],
+            "type": describe(schema),
+            "description": "JSON or form-encoded.",
+        }
+    ]
+
+
 def docs_context() -> dict[str, Any]:
     """What the /docs page shows, taken from the schema."""
     spec = schema()
@@ -413,15 +579,11 @@ def docs_context() -> dict[str, Any]:
                     "method": method,
                     "path": path,
                     "summary": op["summary"],
-                    "params": [{**p, "type": describe(p["schema"])} for p in op.get("parameters", [])],
-                    "responses": [
-                        {
-                            "code": code,
-                            "description": r["description"],
-                            "body": describe(r["content"]["application/json"]["schema"]) if "content" in r else "",
-                        }
-                        for code, r in op["responses"].items()
+                    "params": [
+                        *[{**p, "type": describe(p["schema"])} for p in op.get("parameters", [])],
+                        *_request_param(op),
                     ],
+                    "responses": [_response_row(code, r) for code, r in op["responses"].items()],
                 }
             )
     components = []
