@@ -1,7 +1,9 @@
 """The audit log: who did what, for which Application and Human, from where. Never secrets."""
 
+import ipaddress
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from .models import Actor, Application, AuditEntry
@@ -25,9 +27,23 @@ _SECRET_KEYS = {
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's address. Behind TRUSTED_PROXIES reverse proxies, the address the outermost
+    trusted proxy saw (X-Forwarded-For, counted from the right: entries further left are
+    whatever the client claimed and can't be trusted)."""
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    remote = request.META.get("REMOTE_ADDR") or None
+    proxies = settings.TRUSTED_PROXIES
+    if not proxies:
+        return remote
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    if len(hops) < proxies:
+        return remote
+    candidate = hops[-proxies]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return remote
 
 
 def audit(

@@ -87,6 +87,9 @@ if SECRET_KEY == DEV_SECRET_KEY and not DEBUG:
     raise ImproperlyConfigured("Set SECRET_KEY: the development key is refused when DEBUG is off")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+# How many reverse proxies in front of the web processes append to X-Forwarded-For; the client
+# address (audit log, per-IP rate limits) is taken from there. 0: REMOTE_ADDR.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 # Where this server is reached from outside (used for OAuth redirect URIs); derived from the
 # request when empty.
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "").rstrip("/")

@@ -105,3 +105,25 @@ def test_it_shows_an_application_only_its_own_entries(client: Client, alice: Per
     assert [e["action"] for e in seen if e["action"] == "user.created"] == ["user.created"]
     assert all(e["humanId"] != charlie.human.pk for e in seen)
     assert AuditEntry.objects.filter(application=charlie.app.application, action="user.created").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "expected"),
+    [
+        (0, "203.0.113.9", "127.0.0.1"),  # no proxy trusted: the header is ignored
+        (1, "198.51.100.7, 203.0.113.9", "203.0.113.9"),  # the one proxy's view of the client
+        (2, "198.51.100.7, 203.0.113.9", "198.51.100.7"),
+        (1, "", "127.0.0.1"),
+        (1, "not-an-address", "127.0.0.1"),
+    ],
+)
+def test_it_takes_the_client_address_from_trusted_proxies_only(
+    settings: Any, proxies: int, forwarded: str, expected: str
+) -> None:
+    from django.test import RequestFactory
+
+    from connect.audit import client_ip
+
+    settings.TRUSTED_PROXIES = proxies
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=forwarded) if forwarded else RequestFactory().get("/")
+    assert client_ip(request) == expected
