@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -41,6 +42,7 @@ def iso_ms(moment: datetime | str | None) -> str | None:
     return moment.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
+@cache  # offsets are a few hundred values at most; this runs once per row of every list
 def tz_text(minutes: int) -> str:
     sign = "-" if minutes < 0 else "+"
     minutes = abs(minutes)
@@ -81,6 +83,14 @@ def rows_for_json(queryset: QuerySet[Record]) -> QuerySet[Record, tuple[Any, ...
     texts = {f"{name}_text": UtcText(name) for name in TIME_COLUMNS}
     names = [f"{name}_text" if name in TIME_COLUMNS else name for name in ROW_COLUMNS]
     return queryset.annotate(**texts).values_list(*names)
+
+
+def _utc_text_sql(column: str) -> str:
+    return UtcText.template % {"expressions": column}
+
+
+# ROW_COLUMNS for hand-written SQL on PostgreSQL, times formatted as rows_for_json formats them.
+ROW_SELECT_SQL = ", ".join(_utc_text_sql(name) if name in TIME_COLUMNS else name for name in ROW_COLUMNS)
 
 
 def row_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -175,6 +185,25 @@ class Filters:
     def key(self) -> str:
         """Identifies the filtered set (for cached totals)."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:32]
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The conditions of `apply` as SQL (`" AND ..."` each) on data_api_record, or on
+        data_api_daystat without `source`, for the hand-written reads; must select the same
+        rows as `apply`."""
+        conditions, params = [], []
+        for value, condition in (
+            (self.first_day, "local_day >= %s"),
+            (self.last_day, "local_day <= %s"),
+            (self.created_since, "created_at > %s"),
+            (self.updated_since, "updated_at > %s"),
+            (self.created_before, "created_at < %s"),
+            (self.updated_before, "updated_at < %s"),
+            (self.source, "source = %s"),
+        ):
+            if value is not None:
+                conditions.append(f" AND {condition}")
+                params.append(value)
+        return "".join(conditions), params
 
     def apply(self, queryset: QuerySet[Record]) -> QuerySet[Record]:
         if self.first_day is not None:

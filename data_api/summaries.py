@@ -1,8 +1,9 @@
 """Daily summaries: the totals of one type per local day (Record.local_day, from tzOffset).
 
 On PostgreSQL they are read from DayStat, a rollup kept per (human, type, local_day). Writes
-only mark days stale (the trigger of migration 0003); a read first recomputes the stale days,
-each from the (human, type, local_day) index, so a year of summaries costs a read of 365
+only mark days stale (the trigger of migration 0003); a read learns in the same statement as
+its page whether any day is stale, and only then recomputes the stale days, each from the
+(human, type, local_day) index, and reads again. So a year of summaries costs one read of 365
 small rows however many readings lie behind them. A recompute records the generation it saw
 and its UPDATE only lands if the day has not changed since, so a write racing with it leaves
 the day stale rather than wrong. A `source` filter (and SQLite) aggregates on the fly.
@@ -69,7 +70,8 @@ class DaySummary:
 
 
 def summary_id(kind: str, day: date) -> str:
-    return f"{kind}-{day:%Y%m%d}"
+    # isoformat is C code; a strftime format costs more, once per row of a year of summaries.
+    return f"{kind}-{day.isoformat().replace('-', '')}"
 
 
 def day_of_summary_id(kind: str, ref: str) -> date | None:
@@ -83,14 +85,31 @@ def day_of_summary_id(kind: str, ref: str) -> date | None:
 
 
 def summary_json(human_id: str, summary: DaySummary) -> dict[str, Any]:
+    return day_json(
+        human_id, summary.kind, summary.day, summary.count, summary.stats, summary.created_at, summary.updated_at
+    )
+
+
+def day_json(
+    human_id: str,
+    kind: str,
+    day: date,
+    count: int,
+    stats: dict[str, Any],
+    created_at: datetime | str | None,
+    updated_at: datetime | str | None,
+) -> dict[str, Any]:
+    """A summary as the Data API shows it (taking its parts, so a page of rollup rows needs no
+    DaySummary per row)."""
+    day_text = day.isoformat()
     return {
-        "id": summary_id(summary.kind, summary.day),
+        "id": f"{kind}-{day_text.replace('-', '')}",  # summary_id, with the day formatted once
         "humanId": human_id,
-        "date": summary.day.isoformat(),
-        **summary.stats,
-        "count": summary.count,
-        "createdAt": iso_ms(summary.created_at),
-        "updatedAt": iso_ms(summary.updated_at),
+        "date": day_text,
+        **stats,
+        "count": count,
+        "createdAt": iso_ms(created_at),
+        "updatedAt": iso_ms(updated_at),
     }
 
 
@@ -240,31 +259,63 @@ def summary_page(*, human: Human, kind: str, filters: Filters, window: Window) -
         summaries = _on_the_fly(human.pk, kind, filters)
         chosen = summaries[window.offset : window.offset + window.limit]
         return Page([summary_json(human.pk, s) for s in chosen], len(summaries), window.limit, window.offset)
-    refresh(human.pk, kind)
-    queryset = DayStat.objects.filter(human_id=human.pk, type=kind, count__gt=0)
-    for value, lookup in (
-        (filters.first_day, "local_day__gte"),
-        (filters.last_day, "local_day__lte"),
-        (filters.created_since, "created_at__gt"),
-        (filters.created_before, "created_at__lt"),
-        (filters.updated_since, "updated_at__gt"),
-        (filters.updated_before, "updated_at__lt"),
-    ):
-        if value is not None:
-            queryset = queryset.filter(**{lookup: value})
-    rows = (
-        queryset.order_by("-local_day")
-        .annotate(created_text=UtcText("created_at"), updated_text=UtcText("updated_at"))
-        .values_list("local_day", "count", "stats", "created_text", "updated_text")
-    )
+    conditions, params = _rollup_conditions(human.pk, kind, filters)
+    stale, rows = _rollup_page(conditions, params, window)
+    if stale:
+        refresh(human.pk, kind)
+        _, rows = _rollup_page(conditions, params, window)
+    # The connection hands jsonb over as text (Django's JSONField decodes it); one decode of
+    # the whole page costs a fraction of one per day.
+    stats = json.loads(f"[{','.join(row[2] for row in rows)}]")
     items = [
-        summary_json(human.pk, DaySummary(kind, day, count, stats, created, updated))
-        for day, count, stats, created, updated in rows[window.offset : window.offset + window.limit]
+        day_json(human.pk, kind, day, count, day_stats, created, updated)
+        for (day, count, _, created, updated), day_stats in zip(rows, stats, strict=True)
     ]
     # A short page that is not past the end tells the total without counting.
     short = len(items) < window.limit and (items or window.offset == 0)
-    total = window.offset + len(items) if short else queryset.count()
+    total = window.offset + len(items) if short else _rollup_count(conditions, params)
     return Page(items, total, window.limit, window.offset)
+
+
+def _rollup_conditions(human_id: str, kind: str, filters: Filters) -> tuple[str, list[Any]]:
+    # DayStat names its day and times as Record does; a source filter never reaches the rollup.
+    conditions, params = filters.sql()
+    return f"human_id = %s AND type = %s AND count > 0{conditions}", [human_id, kind, *params]
+
+
+_DAY_COLUMNS = f"local_day, count, stats, {UtcText.template % {'expressions': 'created_at'}}, " + (
+    UtcText.template % {"expressions": "updated_at"}
+)
+
+# Whether any day of the (human, type) is stale (the partial index of stale days answers it),
+# and the page, in one round trip: the common case, nothing stale, needs no other.
+_ROLLUP_PAGE = f"""
+SELECT stale.found, page.*
+FROM (
+    SELECT EXISTS (
+        SELECT 1 FROM data_api_daystat WHERE human_id = %s AND type = %s AND generation > done_generation
+    ) AS found
+) stale LEFT JOIN LATERAL (
+    SELECT {_DAY_COLUMNS} FROM data_api_daystat WHERE {{conditions}}
+    ORDER BY local_day DESC OFFSET %s LIMIT %s
+) page ON true
+"""
+
+
+def _rollup_page(conditions: str, params: list[Any], window: Window) -> tuple[bool, list[tuple[Any, ...]]]:
+    human_id, kind = params[:2]
+    with db.cursor() as cursor:
+        cursor.execute(
+            _ROLLUP_PAGE.format(conditions=conditions), [human_id, kind, *params, window.offset, window.limit]
+        )
+        found = cursor.fetchall()
+    return bool(found[0][0]), [row[1:] for row in found if row[1] is not None]
+
+
+def _rollup_count(conditions: str, params: list[Any]) -> int:
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM data_api_daystat WHERE {conditions}", params)
+        return int(cursor.fetchone()[0])
 
 
 def summary_of_day(*, human: Human, kind: str, day: date) -> dict[str, Any] | None:
