@@ -164,7 +164,7 @@ class Filters:
     @classmethod
     def parse(cls, params: QueryDict) -> Filters:
         first, last = _day_range(params)
-        instants = {name: params.get(name) for name in _INSTANT_LOOKUPS}
+        instants = {name: params.get(name) for name in _INSTANT_FILTERS}
         source = params.get("source")
         if source is not None and not re.fullmatch(r"[a-z0-9_-]{1,64}", source):
             raise ValidationError({"source": f"not a source slug: {source!r}"})
@@ -186,45 +186,37 @@ class Filters:
         """Identifies the filtered set (for cached totals)."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:32]
 
+    def conditions(self) -> list[tuple[str, str, Any]]:
+        """(column, operator, value) of every filter that is set: the one definition that both
+        `sql` and `apply` are built from, so they always select the same rows."""
+        return [
+            (column, op, getattr(self, name)) for name, column, op in _CONDITIONS if getattr(self, name) is not None
+        ]
+
     def sql(self) -> tuple[str, list[Any]]:
-        """The conditions of `apply` as SQL (`" AND ..."` each) on data_api_record, or on
-        data_api_daystat without `source`, for the hand-written reads; must select the same
-        rows as `apply`."""
-        conditions, params = [], []
-        for value, condition in (
-            (self.first_day, "local_day >= %s"),
-            (self.last_day, "local_day <= %s"),
-            (self.created_since, "created_at > %s"),
-            (self.updated_since, "updated_at > %s"),
-            (self.created_before, "created_at < %s"),
-            (self.updated_before, "updated_at < %s"),
-            (self.source, "source = %s"),
-        ):
-            if value is not None:
-                conditions.append(f" AND {condition}")
-                params.append(value)
-        return "".join(conditions), params
+        """The conditions as SQL (`" AND ..."` each) on data_api_record, or on data_api_daystat
+        without `source`, for the hand-written reads."""
+        conditions = self.conditions()
+        return "".join(f" AND {column} {op} %s" for column, op, _ in conditions), [v for _, _, v in conditions]
 
     def apply(self, queryset: QuerySet[Record]) -> QuerySet[Record]:
-        if self.first_day is not None:
-            queryset = queryset.filter(local_day__gte=self.first_day)
-        if self.last_day is not None:
-            queryset = queryset.filter(local_day__lte=self.last_day)
-        for name, lookup in _INSTANT_LOOKUPS.items():
-            value = getattr(self, name)
-            if value is not None:
-                queryset = queryset.filter(**{lookup: value})
-        if self.source is not None:
-            queryset = queryset.filter(source=self.source)
+        for column, op, value in self.conditions():
+            queryset = queryset.filter(**{f"{column}{_LOOKUPS[op]}": value})
         return queryset
 
 
-_INSTANT_LOOKUPS = {
-    "created_since": "created_at__gt",
-    "updated_since": "updated_at__gt",
-    "created_before": "created_at__lt",
-    "updated_before": "updated_at__lt",
-}
+# (attribute, column, operator)
+_CONDITIONS = (
+    ("first_day", "local_day", ">="),
+    ("last_day", "local_day", "<="),
+    ("created_since", "created_at", ">"),
+    ("updated_since", "updated_at", ">"),
+    ("created_before", "created_at", "<"),
+    ("updated_before", "updated_at", "<"),
+    ("source", "source", "="),
+)
+_LOOKUPS = {">=": "__gte", "<=": "__lte", ">": "__gt", "<": "__lt", "=": ""}
+_INSTANT_FILTERS = ("created_since", "updated_since", "created_before", "updated_before")
 
 
 def _day_range(params: QueryDict) -> tuple[date | None, date | None]:

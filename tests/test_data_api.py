@@ -302,3 +302,48 @@ def test_it_leaves_no_rollup_behind_when_a_human_is_deleted(alice: Persona) -> N
     alice.human.delete()
     for model in (Record, DayStat, ListCache, TypeVersion):
         assert not model.objects.filter(human_id=human_id).exists(), model.__name__
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"start_date": "2026-03-02", "end_date": "2026-03-04"},
+        {"created_since": "20200101T000000Z", "updated_before": "2999-01-01T00:00:00Z"},
+        {"source": "demo", "updated_since": "2999-01-01T00:00:00Z"},
+        {"source": "other"},
+    ],
+)
+def test_it_selects_the_same_rows_in_sql_and_through_the_orm(alice: Persona, params: dict[str, str]) -> None:
+    from django.db import connection as db
+    from django.http import QueryDict
+
+    from data_api.records import Filters
+
+    connection = demo_connection(alice.human)
+    store(connection, [reading("weight", n, T0 + timedelta(days=n), 80) for n in range(6)])
+    query = QueryDict(mutable=True)
+    query.update(params)
+    filters = Filters.parse(query)
+    through_orm = set(filters.apply(Record.objects.filter(human=alice.human)).values_list("id", flat=True))
+    where, values = filters.sql()
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM data_api_record WHERE human_id = %s{where}", [alice.human.pk, *values])
+        in_sql = {row[0] for row in cursor.fetchall()}
+    assert through_orm == in_sql
+
+
+def test_it_answers_a_warm_list_or_summary_page_in_two_queries(alice: Persona) -> None:
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    if db.vendor != "postgresql":
+        pytest.skip("the two-query path is PostgreSQL's")
+    connection = demo_connection(alice.human)
+    store(connection, [activity(n, T0 + timedelta(days=n), 30, 1000 + n) for n in range(5)])
+    client = access_client(alice.human)
+    for path in ("/v1/human/activities", "/v1/human/activities/summaries"):
+        assert client.get(path).status_code == 200  # computes the cached total / rollup once
+        with CaptureQueriesContext(db) as queries:
+            assert client.get(path).status_code == 200
+        assert len(queries) == 2, [q["sql"][:120] for q in queries.captured_queries]
