@@ -16,7 +16,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from .base import (
@@ -283,12 +284,13 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
             )
             if deleted:
                 totals.add(window.type, deleted=deleted)
+        moved: dict[str, Any] = {}
         if page.cursor is not None:
             # The cursor moves in the same transaction as the page it describes.
-            Connection.objects.filter(pk=connection.pk).update(cursor={**connection.cursor, **page.cursor})
+            moved["cursor"] = {**connection.cursor, **page.cursor}
         if records:
             oldest = min(r.local_day for r in records)
-            Connection.objects.filter(pk=connection.pk).filter(
-                Q(oldest_date__isnull=True) | Q(oldest_date__gt=oldest)
-            ).update(oldest_date=oldest)
+            moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
+        if moved:
+            Connection.objects.filter(pk=connection.pk).update(**moved)
     totals.pages += 1

@@ -46,8 +46,10 @@ class TypeCounts:
     deleted: int = 0
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+# One encoder for every record: json.dumps with options builds a new encoder per call. Sorted
+# keys keep the content hash stable when a provider reorders a payload's keys.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+_dumps = _ENCODER.encode
 
 
 def _row(record: Record, human_id: str, connection_id: str, source: str) -> tuple[Any, ...]:
@@ -93,9 +95,12 @@ def upsert_records(
     if not unique:
         return {}
     rows = list(unique.values())
-    results = _upsert_postgresql(rows, now) if db.vendor == "postgresql" else _upsert_generic(rows, now)
+    if db.vendor == "postgresql":
+        results = _upsert_postgresql(rows, now)
+    else:
+        results = [(kind, inserted, n) for (kind, inserted), n in Counter(_upsert_generic(rows, now)).items()]
     counts: dict[str, TypeCounts] = {}
-    for (kind, inserted), n in Counter(results).items():
+    for kind, inserted, n in results:
         entry = counts.setdefault(kind, TypeCounts())
         if inserted:
             entry.created += n
@@ -112,7 +117,8 @@ _CONFLICT = (
 )
 
 
-def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[str, bool]]:
+def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[str, bool, int]]:
+    """(type, inserted?, how many) of the rows written; rows left untouched are not counted."""
     cols = ", ".join(COLUMNS)
     with db.cursor() as cursor:
         cursor.execute(
@@ -126,15 +132,19 @@ def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[t
         with raw.copy(f"COPY record_stage ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        # Counted in the database: a page of minute readings returns a few rows, not thousands.
         cursor.execute(
-            f"INSERT INTO {TABLE} ({cols}, created_at, updated_at) "
+            f"WITH written AS (INSERT INTO {TABLE} ({cols}, created_at, updated_at) "
             f"SELECT {cols}, %s, %s FROM record_stage {_CONFLICT}"
-            "RETURNING type, (xmax = 0)",
+            "RETURNING type, (xmax = 0) AS inserted) "
+            "SELECT type, inserted, count(*) FROM written GROUP BY type, inserted",
             [now, now],
         )
-        result = [(kind, bool(inserted)) for kind, inserted in cursor.fetchall()]
-        cursor.execute("TRUNCATE record_stage")
-    return result
+        written = [(kind, bool(inserted), int(n)) for kind, inserted, n in cursor.fetchall()]
+        # Emptied now, not only at commit: a caller may write several pages in one transaction.
+        # (DELETE on a temporary table is cheaper than TRUNCATE, which swaps its files.)
+        cursor.execute("DELETE FROM record_stage")
+    return written
 
 
 def _upsert_generic(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[str, bool]]:

@@ -198,7 +198,8 @@ class DemoGenerator:
 
 
 def _parse(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    """`YYYY-MM-DDTHH:MM:SSZ` as an aware UTC datetime (fromisoformat: strptime is 10x slower)."""
+    return datetime.fromisoformat(value)
 
 
 class DemoSource(SourcePlugin):

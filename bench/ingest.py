@@ -1,0 +1,196 @@
+"""Ingest benchmark: how fast the engine normalizes and upserts, and how much memory a long
+history sync takes.
+
+1. Rate: Demo raw pages are generated first (provider time excluded), then timed through the
+   engine's own page writer (`sources.sync._store_page`: normalize, COPY + INSERT ... ON
+   CONFLICT, cursor, in one transaction per page). The same rows then go through a bare psycopg
+   COPY into a staging table plus INSERT ... ON CONFLICT, one transaction per page, on the same
+   database. ingest_ratio = engine rate / bare rate.
+2. Memory: a 365-day Demo history sync with minute-level heart rate runs in a child process
+   (`manage.py sync_connection`); its peak RSS comes from getrusage of the child.
+
+Runs against DATABASE_URL's server in a database of its own, dropped at the end.
+Last line: `ingest_ratio=<x> peak_rss_mb=<y>`.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE_DAYS = int(os.environ.get("BENCH_RATE_DAYS", "30"))
+
+
+def bench_database_url(base: str, name: str) -> str:
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+
+
+def admin(base: str, sql: str) -> None:
+    import psycopg
+
+    parts = urlsplit(base)
+    with psycopg.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password or None,
+        dbname="postgres",  # the maintenance database: DATABASE_URL's own may not exist yet
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("SECRET_KEY", "bench-ingest-secret")
+    os.environ["CELERY_BROKER_URL"] = "memory://"
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "humanapi_project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def make_connection(client_user_id: str) -> Any:
+    from connect.services import application_create, human_for_session
+    from sources.base import Credentials
+    from sources.services import connection_store
+
+    app = application_create(name=f"bench {client_user_id}", origins=[])
+    human = human_for_session(app.application, client_user_id, f"{client_user_id}@example.com")
+    credentials = Credentials(data={"user": "demouser"}, external_user_id="demouser")
+    return connection_store(human=human, slug="demo", credentials=credentials, request=None)
+
+
+def measure_rate() -> tuple[float, float, int]:
+    from django.conf import settings
+    from django.db import connection as db
+    from django.db import transaction
+    from django.utils import timezone
+
+    from sources.base import SyncContext
+    from sources.http import ProviderHttp
+    from sources.providers.demo import DemoSource
+    from sources.registry import get_plugin
+    from sources.sync import RunTotals, _store_page
+    from sources.upsert import _CONFLICT, COLUMNS, _row
+
+    settings.DEMO_HISTORY_DAYS = RATE_DAYS
+    settings.DEMO_HEART_RATE_INTERVAL_MINUTES = 1
+    connection = make_connection("rate")
+    plugin = get_plugin("demo")
+    assert isinstance(plugin, DemoSource)
+    ctx = SyncContext(
+        connection_id=connection.pk,
+        external_user_id="demouser",
+        credentials={},
+        cursor={},
+        history=True,
+        now=timezone.now(),
+        http=ProviderHttp(),
+        settings={},
+    )
+    pages = list(plugin.fetch(ctx))  # the "provider" part, outside the timing
+
+    totals = RunTotals()
+    started = time.perf_counter()
+    for page in pages:
+        _store_page(connection, plugin, ctx, page, totals)
+    engine_seconds = time.perf_counter() - started
+    records = sum(c.created for c in totals.counts.values())
+
+    # The same rows, written the bare way on the same database.
+    baseline = make_connection("baseline")
+    rows = [[_row(r, baseline.human_id, baseline.pk, "demo") for r in plugin.normalize(page, ctx)] for page in pages]
+    cols = ", ".join(COLUMNS)
+    now = timezone.now()
+    with db.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE bare_stage (human_id varchar, connection_id varchar, source varchar, type varchar,"
+            " external_id varchar, start_time timestamptz, end_time timestamptz, tz_offset smallint,"
+            " local_day date, value double precision, data jsonb, source_data jsonb, content_hash varchar)"
+            " ON COMMIT DELETE ROWS"
+        )
+    started = time.perf_counter()
+    for page_rows in rows:
+        with transaction.atomic(), db.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY bare_stage ({cols}) FROM STDIN") as copy:
+                for row in page_rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO data_api_record ({cols}, created_at, updated_at) "
+                f"SELECT {cols}, %s, %s FROM bare_stage {_CONFLICT}",
+                [now, now],
+            )
+    bare_seconds = time.perf_counter() - started
+    bare_records = sum(len(r) for r in rows)
+    return records / engine_seconds, bare_records / bare_seconds, records
+
+
+def measure_memory(url: str) -> tuple[float, int, float]:
+    from data_api.models import Record
+
+    connection = make_connection("memory")
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DEMO_HISTORY_DAYS": "365",
+        "DEMO_HEART_RATE_INTERVAL_MINUTES": "1",
+        "CELERY_BROKER_URL": "memory://",
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sync_connection", connection.pk],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0 or "succeeded" not in result.stdout:
+        raise SystemExit(f"the history sync failed: {result.stdout[-500:]} {result.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    stored = Record.objects.filter(connection_id=connection.pk).count()
+    return peak_kb / 1024, stored, seconds
+
+
+def main() -> None:
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("set DATABASE_URL to a PostgreSQL server (postgres://user@host:port/db)")
+    name = f"bench_ingest_{os.getpid()}"
+    admin(base, f"CREATE DATABASE {name}")
+    try:
+        url = bench_database_url(base, name)
+        setup_django(url)
+        engine_rate, bare_rate, records = measure_rate()
+        print(f"engine normalize+upsert: {engine_rate:,.0f} records/s ({records} records, {RATE_DAYS} days)")
+        print(f"bare COPY + INSERT ... ON CONFLICT: {bare_rate:,.0f} records/s")
+        peak_mb, stored, seconds = measure_memory(url)
+        print(f"365-day Demo history sync, 1-minute heart rate: {stored} records in {seconds:.1f}s")
+        from django.db import connections
+
+        connections.close_all()
+        print(f"ingest_ratio={engine_rate / bare_rate:.2f} peak_rss_mb={peak_mb:.0f}")
+    finally:
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        admin(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
