@@ -2,7 +2,7 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
 # A caller may pass its own request id for tracing; anything else is replaced.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -21,3 +21,22 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-Id"] = request_id
         return response
+
+
+class JsonMethodNotAllowedMiddleware:
+    """Django's own 405 (from a class-based view) is an empty HTML page; every other error
+    here is the JSON envelope, so this one is too. The `Allow` header is kept."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not isinstance(response, HttpResponseNotAllowed):
+            return response
+        from .errors import error_response
+
+        allowed = response.get("Allow", "")
+        replaced = error_response(405, f"{request.method} is not allowed here; use {allowed}", request)
+        replaced["Allow"] = allowed
+        return replaced

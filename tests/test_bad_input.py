@@ -1,0 +1,80 @@
+"""Bad input anywhere gets a clear 4xx JSON error: every route of the URLconf is walked with
+hostile parameters, bodies, methods and credentials, and no answer may be a 5xx or a non-JSON
+error (except the two pages a person reads in the OAuth popup)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from connect.models import Token, TokenKind
+from tests.conftest import Persona
+
+HTML_ERROR_PAGES = ("/connect/oauth/callback", "/connect/oauth/")  # shown to a person in the popup
+VALUES = {
+    "day": "2026-13-45",
+    "slug": "no-such-source",
+    "connection_id": "nope",
+    "name": "..%2f..%2fsettings.py",
+    "ref": "abc",
+    "type": "weights",
+    "id": "99999999",
+}
+QUERIES = (
+    "",
+    "?limit=abc&offset=-3&start_date=2026-01-01",
+    "?updated_since=garbage&source=%00&limit=99999999999999999999",
+)
+BODIES = ("{", "[1, 2]", '{"limit": "-1", "client_id": ["a"], "type": {"x": 1}, "externalId": null}', "\x00\xff")
+
+
+def routes(patterns: list[Any], prefix: str = "") -> list[str]:
+    found: list[str] = []
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            found.extend(routes(pattern.url_patterns, prefix + str(pattern.pattern)))
+        elif isinstance(pattern, URLPattern):
+            found.append(prefix + str(pattern.pattern))
+    return [r for r in found if not r.startswith("admin")]
+
+
+def concrete(route: str, persona: Persona) -> str:
+    values = {**VALUES, "client_id": persona.app.application.client_id, "humanId": persona.human.pk}
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values.get(m.group(1), "x"), route)
+
+
+def test_it_answers_hostile_input_on_every_route_with_a_4xx_json_error(alice: Persona) -> None:
+    _, access = Token.mint(kind=TokenKind.ACCESS, human=alice.human, ttl=3600)
+    basic = "Basic " + base64.b64encode(f"{alice.app.app_key}:".encode()).decode()
+    credentials = ({}, {"HTTP_AUTHORIZATION": f"Bearer {access}"}, {"HTTP_AUTHORIZATION": basic})
+    client = Client(raise_request_exception=False)
+    problems = []
+    paths = routes(get_resolver().url_patterns)
+    assert len(paths) > 90
+    for path in (concrete(route, alice) for route in paths):
+        for method in ("get", "post", "put", "delete"):
+            for auth in credentials:
+                for query in QUERIES:
+                    for body in BODIES if method != "get" else (None,):
+                        extra: dict[str, Any] = dict(auth)
+                        if body is not None:
+                            extra.update(data=body, content_type="application/json")
+                        response = getattr(client, method)(path + query, **extra)
+                        status, kind = response.status_code, response.get("Content-Type", "")
+                        human_page = path.startswith(HTML_ERROR_PAGES) and method == "get"
+                        if status >= 500 or (status >= 400 and "json" not in kind and not human_page):
+                            problems.append(f"{status} {method.upper()} {path}{query} {kind}")
+    assert problems == []
+
+
+@pytest.mark.parametrize("path", ["/connect/connections", "/connect/sources/demo/connect"])
+def test_it_refuses_a_wrong_method_with_the_json_envelope(path: str, db: None) -> None:
+    response = Client().get(path)
+    assert response.status_code == 405
+    assert response.json()["statusCode"] == 405 and "POST" in response["Allow"]
+    assert response["X-Request-Id"] == response.json()["requestId"]
