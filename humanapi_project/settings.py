@@ -253,6 +253,9 @@ SYNC_INTERVAL = env_int("SYNC_INTERVAL", 3600, minimum=60)
 PROVIDER_RETRY_ATTEMPTS = env_int("PROVIDER_RETRY_ATTEMPTS", 4, minimum=1)
 PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT", 20, minimum=0)
 SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 12, minimum=0)
+# A sync renews its claim on its connection with every stored page; a claim not renewed for this
+# long (seconds) is taken over, so a crashed worker blocks a connection this long at most.
+SYNC_CLAIM_TIMEOUT = env_int("SYNC_CLAIM_TIMEOUT", 900, minimum=60)
 # First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
 # Retry-After is a floor.
 SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30, minimum=1)

@@ -73,7 +73,9 @@ class RunTotals:
 def claim_sync(connection_id: str) -> str | None:
     """Take the connection's sync claim, or note that one more run is wanted and return None."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    # A running sync renews its claim with every page it stores, so a claim this old belongs
+    # to a process that died (a killed worker, a lost machine).
+    stale = now - timedelta(seconds=settings.SYNC_CLAIM_TIMEOUT)
     claim = secrets.token_hex(8)
     taken = (
         Connection.objects.filter(pk=connection_id, status=ConnectionStatus.ACTIVE)
@@ -291,6 +293,8 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
         if records:
             oldest = min(r.local_day for r in records)
             moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
+        if connection.sync_claim:
+            moved["sync_claimed_at"] = now  # the claim's heartbeat (see claim_sync)
         if moved:
             Connection.objects.filter(pk=connection.pk).update(**moved)
     totals.pages += 1

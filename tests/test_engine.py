@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -86,10 +87,13 @@ def test_it_leaves_one_copy_of_every_record_after_a_crash_between_pages(
         "s-soon",
     }
 
-    # The claim of the dead process blocks until it is stale...
+    # The dead process renewed its claim with each page it stored...
+    started = SyncRun.objects.get(connection=connection).started_at
+    assert crashed.sync_claimed_at is not None and crashed.sync_claimed_at > started
+    # ...so the claim blocks other syncs until it has gone SYNC_CLAIM_TIMEOUT without renewal.
     assert connection_sync(connection_id=connection.pk) is None
-    # ...which it is once the task time limit has passed.
-    Connection.objects.filter(pk=connection.pk).update(sync_claimed_at=timezone.now() - timedelta(hours=3))
+    stale = timezone.now() - timedelta(seconds=settings.SYNC_CLAIM_TIMEOUT + 1)
+    Connection.objects.filter(pk=connection.pk).update(sync_claimed_at=stale)
     calls = humanity.calls["/api/v2/shifts"]
     run = connection_sync(connection_id=connection.pk)
 
