@@ -15,6 +15,14 @@ import requests
 from django.conf import settings
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
+# Failures of transport that another try may not meet: timeouts, refused or reset connections,
+# bodies cut short or undecodable.
+TRANSIENT_FAILURES = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 log = logging.getLogger(__name__)
 
 
@@ -112,8 +120,10 @@ class ProviderHttp:
                 timeout=self.timeout,
                 allow_redirects=allow_redirects,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except TRANSIENT_FAILURES as exc:
             raise TransientError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+        except requests.RequestException as exc:  # an invalid URL, too many redirects: retrying won't help
+            raise PermanentError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
         status = response.status_code
         if not allow_redirects and 300 <= status < 400:
             # A source that must not be led elsewhere (a user-given host checked against an

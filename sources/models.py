@@ -76,6 +76,7 @@ class SyncOutcome(models.TextChoices):
     FAILED = "failed"
     RETRYING = "retrying"
     REAUTH_REQUIRED = "reauth_required"
+    CANCELLED = "cancelled"  # the connection was disconnected or reconnected while it ran
 
 
 class SyncRun(models.Model):

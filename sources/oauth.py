@@ -26,7 +26,7 @@ from .base import (
     SourcePlugin,
     TransientError,
 )
-from .http import DEFAULT_TIMEOUT, ProviderHttp, raise_for_token_status
+from .http import DEFAULT_TIMEOUT, TRANSIENT_FAILURES, ProviderHttp, raise_for_token_status
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -125,7 +125,7 @@ class OAuth2CodeSource(SourcePlugin):
                 )
         except OAuth2Error as exc:
             raise RefreshRefused(f"{self.name} refused the grant ({exc.error})") from None
-        except (requests.Timeout, requests.ConnectionError):
+        except TRANSIENT_FAILURES:
             raise TransientError(f"{self.name} token endpoint could not be reached") from None
         except Warning as warning:
             # A narrower grant than asked for is the provider's (and user's) choice, not an error.

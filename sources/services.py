@@ -69,6 +69,8 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         if created or connection.status == ConnectionStatus.DISCONNECTED:
             connection.connected_at = now
         connection.status = ConnectionStatus.ACTIVE
+        # A sync still running for the old authorization stops at its next page (its claim is gone).
+        connection.sync_claim, connection.sync_claimed_at = "", None
         connection.external_user_id = credentials.external_user_id
         connection.set_credentials(credentials.data, credentials.expires_at)
         # The history sync is enqueued below; should that message be lost, beat picks it up.
@@ -91,6 +93,8 @@ def connection_disconnect(*, connection: Connection, actor: str, request: HttpRe
             token_expires_at=None,
             next_sync_at=None,
             sync_requested=False,
+            sync_claim="",  # a running sync stops at its next page
+            sync_claimed_at=None,
         )
         audit_connection("connection.disconnected", connection, actor, request)
         transaction.on_commit(lambda: notify_connection_event(connection, "source.disconnected"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -35,6 +35,11 @@ from .registry import get_plugin
 from .upsert import TypeCounts, delete_missing, upsert_records
 
 log = logging.getLogger(__name__)
+
+
+class SyncCancelled(Exception):
+    """The run no longer holds its connection's claim: the user disconnected or reconnected
+    (perhaps another provider account) while it ran. Nothing more of it may be written."""
 
 
 class RetryLater(Exception):
@@ -197,6 +202,8 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
         if plugin is None:
             raise PermanentError(f"source {connection.source!r} is not installed")
         _fetch_and_store(connection, plugin, http, history, totals, run)
+    except SyncCancelled as exc:
+        outcome, error = SyncOutcome.CANCELLED, str(exc)
     except RefreshRefused as exc:
         outcome, error = SyncOutcome.REAUTH_REQUIRED, f"refresh refused: {exc}"
     except (RateLimited, TransientError) as exc:
@@ -216,7 +223,9 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
         updates: dict[str, Any] = {"last_synced_at": now, "next_sync_at": now + timedelta(seconds=interval)}
         if history:
             updates["history_synced_at"] = now
-        Connection.objects.filter(pk=connection.pk).update(**updates)
+        if not _claimed(connection).update(**updates):
+            outcome, run.outcome, run.error = SyncOutcome.CANCELLED, SyncOutcome.CANCELLED, CANCELLED
+            run.save(update_fields=["outcome", "error"])
     if totals.changed:
         notify_data_updated(connection, run)
     if outcome == SyncOutcome.FAILED:
@@ -226,6 +235,14 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     if outcome == SyncOutcome.RETRYING:
         raise RetryLater(error, retry_after)
     return run
+
+
+CANCELLED = "stopped: the connection was disconnected or reconnected while the sync ran"
+
+
+def _claimed(connection: Connection) -> QuerySet[Connection]:
+    """The connection, if this run still holds its claim and it is still active."""
+    return Connection.objects.filter(pk=connection.pk, sync_claim=connection.sync_claim, status=ConnectionStatus.ACTIVE)
 
 
 def _interval(slug: str) -> int:
@@ -239,7 +256,9 @@ def _fetch_and_store(
     connection: Connection, plugin: SourcePlugin, http: ProviderHttp, history: bool, totals: RunTotals, run: SyncRun
 ) -> None:
     credentials = fresh_credentials(connection, plugin, http)
-    refreshed_on_rejection = False
+    # A rejected token is refreshed once; again only after pages were stored with the new one
+    # (a long history outlives several token lifetimes), never twice in a row.
+    refreshed_at_page: int | None = None
     while True:
         ctx = SyncContext(
             connection_id=connection.pk,
@@ -261,9 +280,9 @@ def _fetch_and_store(
                     SyncRun.objects.filter(pk=run.pk).update(pages=totals.pages, counts=totals.as_json())
             return
         except TokenRejected:
-            if refreshed_on_rejection:
+            if refreshed_at_page == totals.pages:
                 raise
-            refreshed_on_rejection = True
+            refreshed_at_page = totals.pages
             credentials = fresh_credentials(
                 connection, plugin, http, rejected_token=str(credentials.get("access_token", ""))
             )
@@ -295,6 +314,7 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
             moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
         if connection.sync_claim:
             moved["sync_claimed_at"] = now  # the claim's heartbeat (see claim_sync)
-        if moved:
-            Connection.objects.filter(pk=connection.pk).update(**moved)
+        # Written only while this run still holds the claim; otherwise the page is rolled back.
+        if moved and not _claimed(connection).update(**moved):
+            raise SyncCancelled(CANCELLED)
     totals.pages += 1

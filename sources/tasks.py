@@ -8,6 +8,7 @@ from datetime import timedelta
 from celery import shared_task
 from celery.app.task import Task
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from .http import backoff_delay
@@ -35,8 +36,11 @@ def sync_connection(self: Task[..., None], connection_id: str) -> None:
 def enqueue_due_syncs(limit: int = 500) -> int:
     """Beat: enqueue every active connection whose next incremental sync is due."""
     now = timezone.now()
+    # A claim left by a crashed worker counts as free once stale (claim_sync takes it over),
+    # or the connection would never be picked again.
+    free = Q(sync_claimed_at__isnull=True) | Q(sync_claimed_at__lt=now - timedelta(seconds=settings.SYNC_CLAIM_TIMEOUT))
     due = list(
-        Connection.objects.filter(status=ConnectionStatus.ACTIVE, sync_claimed_at__isnull=True, next_sync_at__lte=now)
+        Connection.objects.filter(free, status=ConnectionStatus.ACTIVE, next_sync_at__lte=now)
         .order_by("next_sync_at")
         .values_list("pk", flat=True)[:limit]
     )
