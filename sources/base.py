@@ -78,6 +78,12 @@ class RawPage:
     payload: Any
     cursor: dict[str, Any] | None = None
     window: Window | None = None
+
+    def skipped(self, reason: str) -> None:
+        """An item of this page could not be read and is left out. It may still exist at the
+        provider, so the page no longer vouches for deletions: its window is dropped."""
+        self.window = None
+
     context: dict[str, Any] = field(default_factory=dict)
 
 

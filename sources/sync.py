@@ -32,7 +32,7 @@ from .base import (
 from .http import ProviderHttp
 from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
 from .registry import get_plugin
-from .upsert import TypeCounts, delete_missing, upsert_records
+from .upsert import TypeCounts, delete_missing, stored_id, upsert_records
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
             totals.add(kind, created=c.created, updated=c.updated)
         if page.window is not None:
             window = page.window
-            seen = {r.external_id for r in records if r.type == window.type}
+            seen = {stored_id(r.external_id) for r in records if r.type == window.type}
             deleted = delete_missing(
                 connection_id=connection.pk, kind=window.type, start=window.start, end=window.end, seen=seen
             )

@@ -49,7 +49,28 @@ class TypeCounts:
 # One encoder for every record: json.dumps with options builds a new encoder per call. Sorted
 # keys keep the content hash stable when a provider reorders a payload's keys.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
-_dumps = _ENCODER.encode
+
+
+def _dumps(value: Any) -> str:
+    text = _ENCODER.encode(value)
+    # PostgreSQL's jsonb can't hold U+0000; one such character from a provider would fail the
+    # page on every retry. The check is cheap; the cleaning runs only when it's needed.
+    return _ENCODER.encode(_without_nul(value)) if "\\u0000" in text else text
+
+
+def stored_id(external_id: str) -> str:
+    """A provider's id as the database holds it (text columns can't hold U+0000)."""
+    return external_id.replace("\x00", "")
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _row(record: Record, human_id: str, connection_id: str, source: str) -> tuple[Any, ...]:
@@ -73,7 +94,7 @@ def _row(record: Record, human_id: str, connection_id: str, source: str) -> tupl
         connection_id,
         source,
         record.type,
-        record.external_id,
+        stored_id(record.external_id),
         record.start_time,
         record.end_time,
         record.tz_offset,
@@ -91,7 +112,8 @@ def upsert_records(
     """Write a page; must run inside a transaction. Returns created/updated counts per type."""
     unique: dict[tuple[str, str], tuple[Any, ...]] = {}
     for record in records:  # the last copy of a duplicated id in one page wins
-        unique[(record.type, record.external_id)] = _row(record, human_id, connection_id, source)
+        row = _row(record, human_id, connection_id, source)
+        unique[(row[3], row[4])] = row  # (type, external_id as stored)
     if not unique:
         return {}
     rows = list(unique.values())

@@ -236,6 +236,7 @@ class FitbitSource(OAuth2CodeSource):
                 records.extend(NORMALIZERS[stream.kind](stream, point, height_mm))
             except (Malformed, KeyError, TypeError, ValueError) as exc:
                 log.warning("fitbit connection %s: skipped a %s point: %s", ctx.connection_id, stream.data_type, exc)
+                page.skipped(str(exc))
         return records
 
 

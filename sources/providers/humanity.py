@@ -318,9 +318,10 @@ class HumanitySource(SourcePlugin):
         for item in page.payload:
             try:
                 records.append(convert(item, page.context, ctx.external_user_id))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 # One malformed item must not block the rest of the account's data.
                 log.warning("skipping a malformed Humanity %s item: %s", page.type, type(exc).__name__)
+                page.skipped(type(exc).__name__)
         return records
 
 
@@ -404,7 +405,11 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _instant(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(float(value)), UTC)
+    """A Unix timestamp; a value outside what a datetime holds (1e20, inf) is a ValueError."""
+    try:
+        return datetime.fromtimestamp(int(float(value)), UTC)
+    except (OverflowError, OSError):
+        raise ValueError(f"timestamp out of range: {str(value)[:30]}") from None
 
 
 def _offset(date_object: Any, instant: datetime) -> int | None:
@@ -435,7 +440,7 @@ def _common_offset(items: list[Any]) -> int | None:
         if isinstance(item, dict) and item.get("start_timestamp"):
             try:
                 found = _offset(item.get("start_date"), _instant(item["start_timestamp"]))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, ArithmeticError):
                 continue
             if found is not None:
                 seen[found] += 1

@@ -195,9 +195,8 @@ class OuraSource(OAuth2CodeSource):
                 continue
             if record is not None:
                 records.append(record)
-        if skipped and page.window is not None:
-            # A document we couldn't read may still exist: its absence must not delete the stored copy.
-            page.window = None
+        if skipped:
+            page.skipped(f"{skipped} unreadable document(s)")
         return records
 
 

@@ -179,8 +179,7 @@ class StravaSource(OAuth2CodeSource):
                 records.append(activity_record(item))
             except BadItem as exc:
                 log.warning("skipping a malformed Strava activity: %s", exc)
-                # An activity we couldn't read may still exist: its absence must not delete it.
-                page.window = None
+                page.skipped(str(exc))
         return records
 
 

@@ -209,6 +209,7 @@ class WithingsSource(OAuth2CodeSource):
                 records.extend(convert(row))
             except (Malformed, KeyError, TypeError, ValueError) as exc:
                 log.warning("withings connection %s: skipped a %s row: %s", ctx.connection_id, page.type, exc)
+                page.skipped(str(exc))
         return records
 
 
