@@ -190,6 +190,12 @@ def state_consume(*, state: str, browser_id: str) -> OAuthState:
     )
     found = row.first()
     if spent and found is not None:
+        if not found.connect_token.is_usable(now):
+            # The Connect session was revoked (e.g. a leaked token) or ended meanwhile: no
+            # connection may be added to its Human any more.
+            raise OAuthProblem(
+                401, "This Connect session has ended. Open Connect again from the app.", slug=found.source
+            )
         return found
     if found is None:
         raise OAuthProblem(400, "This sign-in link is not valid. Start again from Connect.")

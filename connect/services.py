@@ -124,7 +124,8 @@ def token_exchange(*, data: dict[str, str], request: HttpRequest | None) -> dict
 
 
 def _mint_access(human: Human, family: str) -> dict[str, Any]:
-    _access, access_value = Token.mint(kind=TokenKind.ACCESS, human=human, ttl=settings.ACCESS_TOKEN_TTL)
+    # The access token joins its refresh token's family: ending a leaked chain ends both.
+    _access, access_value = Token.mint(kind=TokenKind.ACCESS, human=human, ttl=settings.ACCESS_TOKEN_TTL, family=family)
     _refresh_token, refresh_value = Token.mint(
         kind=TokenKind.REFRESH, human=human, ttl=settings.REFRESH_TOKEN_TTL, family=family
     )
@@ -146,10 +147,11 @@ def _refresh(application: Application, value: str, request: HttpRequest | None) 
     claimed = Token.objects.filter(pk=token.pk, revoked_at__isnull=True, expires_at__gt=now).update(revoked_at=now)
     if not claimed:
         if token.revoked_at is not None:
-            # A spent refresh token came back: assume it leaked and end the whole chain.
-            Token.objects.filter(family=token.family, kind=TokenKind.REFRESH, revoked_at__isnull=True).update(
-                revoked_at=now
-            )
+            # A spent refresh token came back: assume it leaked and end the whole chain, the
+            # access tokens minted from it included.
+            Token.objects.filter(
+                family=token.family, kind__in=(TokenKind.REFRESH, TokenKind.ACCESS), revoked_at__isnull=True
+            ).update(revoked_at=now)
             audit(
                 "token.refresh_reused",
                 actor=Actor.APP_SERVER,

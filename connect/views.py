@@ -54,9 +54,12 @@ class TokenRateThrottle(BaseThrottle):
         if verdict.allowed:
             # Parsing may raise ParseError: DRF answers it with a 400 like any other bad body.
             data = request.data
-            client_id = data.get("client_id") or data.get("clientId") if isinstance(data, dict) else ""
-            if isinstance(client_id, str) and client_id:
-                verdict = ratelimit.hit(ratelimit.token_limits()[0], client_id[:200])
+            # The field this endpoint authenticates with, as its serializer will clean it
+            # (whitespace trimmed): padding or a decoy field must not buy a fresh bucket.
+            field = getattr(view, "client_field", "client_id")
+            client_id = data.get(field) if isinstance(data, dict) else ""
+            if isinstance(client_id, str) and client_id.strip():
+                verdict = ratelimit.hit(ratelimit.token_limits()[0], client_id.strip()[:200])
         self.retry_after = verdict.retry_after
         return verdict.allowed
 
@@ -70,6 +73,7 @@ class ExchangeView(APIView):
     error envelope of an ExchangeError. Rate-limited per client and per IP."""
 
     throttle_classes = [TokenRateThrottle]
+    client_field = "client_id"  # the field that names the Application (rate-limited per value)
     Input: type[serializers.Serializer[dict[str, Any]]]
 
     def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
@@ -113,6 +117,8 @@ class TokenView(ExchangeView):
 class LegacyTokensView(ExchangeView):
     """POST /v1/connect/tokens (Human API v1): session token -> access token + public token."""
 
+    client_field = "clientId"
+
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)
         clientId = serializers.CharField(max_length=64)
@@ -131,6 +137,8 @@ class LegacyTokensView(ExchangeView):
 
 class LegacyPublicTokensView(ExchangeView):
     """POST /v1/connect/publictokens (Human API v1): a fresh public token for a Human."""
+
+    client_field = "clientId"
 
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)

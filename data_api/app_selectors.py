@@ -228,7 +228,12 @@ def app_audit(application: Application, params: QueryDict) -> QuerySet[AuditEntr
     return entries.order_by("-at", "-id")
 
 
+# Details the operator's audit trail keeps but a tenant is not shown (who the operators are).
+OPERATOR_ONLY_DETAILS = frozenset({"operator"})
+
+
 def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    details = {k: v for k, v in entry.details.items() if k not in OPERATOR_ONLY_DETAILS}
     return {
         "id": entry.pk,
         "at": iso_ms(entry.at),
@@ -236,5 +241,5 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         "actor": entry.actor,
         "humanId": entry.human_id or None,
         "ip": entry.ip,
-        "details": entry.details,
+        "details": details,
     }

@@ -107,6 +107,16 @@ def test_it_shows_an_application_only_its_own_entries(client: Client, alice: Per
     assert AuditEntry.objects.filter(application=charlie.app.application, action="user.created").count() == 1
 
 
+def test_it_does_not_show_a_tenant_who_its_operators_are(client: Client, alice: Persona) -> None:
+    from connect.audit import audit
+
+    audit("admin.changed", actor="operator", application=alice.app.application, operator="ops-jane", fields=["name"])
+    seen = [e for e in app_call(client, alice, "GET", "audit").json() if e["action"] == "admin.changed"]
+    assert seen and seen[0]["actor"] == "operator" and seen[0]["details"] == {"fields": ["name"]}
+    assert "ops-jane" not in json.dumps(app_call(client, alice, "GET", "audit").json())
+    assert AuditEntry.objects.get(action="admin.changed").details["operator"] == "ops-jane"  # kept for operators
+
+
 @pytest.mark.parametrize(
     ("proxies", "forwarded", "expected"),
     [

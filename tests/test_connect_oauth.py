@@ -239,6 +239,19 @@ def test_it_refuses_an_expired_state(alice: Persona, provider: OAuthProviderEmul
     assert not Connection.objects.filter(human=alice.human).exists()
 
 
+def test_it_refuses_to_finish_a_sign_in_whose_connect_session_was_revoked(
+    alice: Persona, provider: OAuthProviderEmulator
+) -> None:
+    token, value = session_of(alice)
+    browser = Client()
+    started = start(browser, token, value)
+    Token.objects.filter(pk=token.pk).update(revoked_at=timezone.now())  # e.g. an operator revoked a leak
+    page = browser.get(authorize(started["Location"]))
+
+    assert page.status_code == 401 and "session has ended" in result_of(page)["message"]
+    assert not Connection.objects.filter(human=alice.human).exists()
+
+
 def test_it_refuses_a_state_from_another_connect_session(
     alice: Persona, charlie: Persona, provider: OAuthProviderEmulator
 ) -> None:

@@ -125,9 +125,12 @@ def test_it_revokes_the_chain_when_a_spent_refresh_token_comes_back(alice: Perso
     assert exchange(alice, "refresh", refresh_token=pair["refresh_token"]).status_code == 401
     # The newest refresh token of the chain (maybe the thief's) stops working as well.
     assert exchange(alice, "refresh", refresh_token=third["refresh_token"]).status_code == 401
+    # ...and so do the access tokens the chain minted.
+    assert data_api(third["access_token"]) == 401 and data_api(second["access_token"]) == 401
     assert AuditEntry.objects.filter(action="token.refresh_reused", human_id=alice.human.pk).exists()
     # Another chain of the same Human is untouched.
     other = access_pair(alice)
+    assert data_api(other["access_token"]) == 200
     assert exchange(alice, "refresh", refresh_token=other["refresh_token"]).status_code == 200
 
 
@@ -363,6 +366,30 @@ def test_it_limits_token_requests_per_client(alice: Persona, settings: Any) -> N
         Client(), "/v1/connect/token", {"client_id": "other", "client_secret": "x", "type": "id", "client_user_id": "u"}
     )
     assert other.status_code == 401
+
+
+def test_it_cannot_be_dodged_by_padding_the_client_id_or_adding_a_decoy(alice: Persona, settings: Any) -> None:
+    settings.RATE_LIMIT_TOKEN_PER_CLIENT = 2
+    settings.RATE_LIMIT_TOKEN_PER_IP = 100
+    client_id, secret = alice.app.application.client_id, alice.app.client_secret
+    padded = [
+        post(
+            Client(),
+            "/v1/connect/token",
+            {"client_id": " " * i + client_id, "client_secret": "wrong", "type": "id", "client_user_id": "u"},
+        )
+        for i in range(4)
+    ]
+    assert [a.status_code for a in padded] == [401, 401, 429, 429]
+    legacy = [
+        post(
+            Client(),
+            "/v1/connect/publictokens",
+            {"clientId": f"{client_id} ", "client_id": f"decoy-{i}", "humanId": alice.human.pk, "clientSecret": secret},
+        )
+        for i in range(2)
+    ]
+    assert [a.status_code for a in legacy] == [429, 429]
 
 
 def test_it_limits_token_requests_per_ip(alice: Persona, charlie: Persona, settings: Any) -> None:
