@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -17,6 +18,8 @@ from .base import AuthKind, Credentials
 from .http import ProviderHttp
 from .models import Connection, ConnectionStatus
 from .registry import enabled_plugins
+
+log = logging.getLogger(__name__)
 
 
 class UnknownSource(Exception):
@@ -40,6 +43,18 @@ def connection_authorize_form(
     return connection_store(human=human, slug=slug, credentials=credentials, request=request)
 
 
+def enqueue_sync(connection_id: str) -> None:
+    """Hand a sync to the workers. Runs after commit, so the request has already succeeded: a
+    broker that can't be reached is logged, not raised; beat picks the connection up when its
+    `next_sync_at` comes (connection_store sets it 15 minutes ahead)."""
+    from .tasks import sync_connection
+
+    try:
+        sync_connection.delay(connection_id)
+    except Exception:
+        log.warning("could not enqueue a sync of connection %s; beat will", connection_id, exc_info=True)
+
+
 def audit_connection(
     action: str, connection: Connection, actor: str, request: HttpRequest | None, **details: Any
 ) -> None:
@@ -58,8 +73,6 @@ def audit_connection(
 def connection_store(*, human: Human, slug: str, credentials: Credentials, request: HttpRequest | None) -> Connection:
     from data_api.notifications import notify_connection_event
 
-    from .tasks import sync_connection
-
     now = timezone.now()
     with transaction.atomic():
         connection, created = Connection.objects.select_for_update().get_or_create(human=human, source=slug)
@@ -77,7 +90,7 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         connection.next_sync_at = now + timedelta(minutes=15)
         connection.save()
         audit_connection("connection.connected", connection, Actor.END_USER, request, reconnect=not created)
-        transaction.on_commit(lambda: sync_connection.delay(connection.pk))
+        transaction.on_commit(lambda: enqueue_sync(connection.pk))
         transaction.on_commit(lambda: notify_connection_event(connection, "source.connected"))
     return connection
 
@@ -102,7 +115,5 @@ def connection_disconnect(*, connection: Connection, actor: str, request: HttpRe
 
 
 def connection_request_sync(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
-    from .tasks import sync_connection
-
     audit_connection("connection.resync", connection, actor, request)
-    transaction.on_commit(lambda: sync_connection.delay(connection.pk))
+    transaction.on_commit(lambda: enqueue_sync(connection.pk))
