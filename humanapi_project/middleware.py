@@ -40,3 +40,30 @@ class JsonMethodNotAllowedMiddleware:
         replaced = error_response(405, f"{request.method} is not allowed here; use {allowed}", request)
         replaced["Allow"] = allowed
         return replaced
+
+
+class RejectNulMiddleware:
+    """No text column can hold U+0000, so a request carrying one anywhere (path, query, body)
+    is refused up front with a 400, rather than failing deep inside as a 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self._carries_nul(request):
+            from .errors import error_response
+
+            return error_response(400, "The request contains a NUL character, which is not accepted", request)
+        return self.get_response(request)
+
+    @staticmethod
+    def _carries_nul(request: HttpRequest) -> bool:
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+            return True
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return False
+        body = request.body
+        if b"\x00" in body or b"\\u0000" in body:
+            return True
+        # In a form body a literal "%" is sent as %25, so %00 is always a NUL.
+        return request.content_type == "application/x-www-form-urlencoded" and b"%00" in body

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "humanapi_project.middleware.RequestIdMiddleware",
     "humanapi_project.middleware.JsonMethodNotAllowedMiddleware",
+    "humanapi_project.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

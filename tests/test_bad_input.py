@@ -72,6 +72,35 @@ def test_it_answers_hostile_input_on_every_route_with_a_4xx_json_error(alice: Pe
     assert problems == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "kind"),
+    [
+        ("get", "/v1/apps/%00/users", None, None),
+        ("get", "/connect/assets/a%00.js", None, None),
+        ("get", "/v1/human/activities?source=%00", None, None),
+        ("post", "/connect/connections/%00/disconnect", None, None),
+        ("post", "/v1/connect/token", '{"client_user_id": "a\\u0000"}', "application/json"),
+        ("post", "/connect/sources/demo/connect", "token=x&username=a%00b", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_it_refuses_nul_characters_anywhere_with_a_400(
+    method: str, path: str, body: str | None, kind: str | None, db: None
+) -> None:
+    extra: dict[str, Any] = {"data": body, "content_type": kind} if body is not None else {}
+    response = getattr(Client(raise_request_exception=False), method)(path, **extra)
+    assert response.status_code == 400 and "NUL" in response.json()["message"]
+
+
+def test_it_accepts_a_literal_percent_00_in_json(alice: Persona) -> None:
+    body = {
+        "client_id": alice.app.application.client_id,
+        "client_secret": "100%00 sure",
+        "type": "id",
+        "client_user_id": "alice-user-1",
+    }
+    assert Client().post("/v1/connect/token", body, content_type="application/json").status_code == 401
+
+
 @pytest.mark.parametrize("path", ["/connect/connections", "/connect/sources/demo/connect"])
 def test_it_refuses_a_wrong_method_with_the_json_envelope(path: str, db: None) -> None:
     response = Client().get(path)
