@@ -155,16 +155,26 @@ def _recompute(human_id: str, kind: str, filters: Filters, queryset: QuerySet[Re
     return True
 
 
+# Filtered lists cached per (human, type) at most: each distinct filter (an `updated_since`
+# value, say) gets its own cache, so without a bound a caller could grow the tables at will.
+MAX_CACHED_LISTS = 16
+
+
 def _forget_stale_lists(cursor: Any, human_id: str, kind: str, keep: int) -> None:
-    """Drop caches of other filters of an older version; ones being recomputed are skipped."""
+    """Drop caches of other filters that are of an older version, or beyond the
+    MAX_CACHED_LISTS most recently computed; ones being recomputed are skipped."""
     cursor.execute(
-        "WITH doomed AS ("
-        "  SELECT c.id FROM data_api_listcache c JOIN data_api_typeversion v"
-        "    ON v.human_id = c.human_id AND v.type = c.type AND v.version <> c.version"
-        "  WHERE c.human_id = %s AND c.type = %s AND c.id <> %s FOR UPDATE OF c SKIP LOCKED"
+        "WITH ranked AS ("
+        "  SELECT c.id, c.version <> v.version AS stale,"
+        "         row_number() OVER (ORDER BY c.computed_at DESC NULLS LAST, c.id DESC) AS rank"
+        "  FROM data_api_listcache c JOIN data_api_typeversion v ON v.human_id = c.human_id AND v.type = c.type"
+        "  WHERE c.human_id = %s AND c.type = %s AND c.id <> %s"
+        "), doomed AS ("
+        "  SELECT c.id FROM data_api_listcache c JOIN ranked r ON r.id = c.id"
+        "  WHERE r.stale OR r.rank >= %s FOR UPDATE OF c SKIP LOCKED"
         "), anchors AS (DELETE FROM data_api_listanchor WHERE cache_id IN (SELECT id FROM doomed))"
         " DELETE FROM data_api_listcache WHERE id IN (SELECT id FROM doomed)",
-        [human_id, kind, keep],
+        [human_id, kind, keep, MAX_CACHED_LISTS],
     )
 
 

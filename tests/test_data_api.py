@@ -347,3 +347,20 @@ def test_it_answers_a_warm_list_or_summary_page_in_two_queries(alice: Persona) -
         with CaptureQueriesContext(db) as queries:
             assert client.get(path).status_code == 200
         assert len(queries) == 2, [q["sql"][:120] for q in queries.captured_queries]
+
+
+def test_it_keeps_a_bounded_number_of_filtered_list_caches(alice: Persona) -> None:
+    from django.db import connection as db
+
+    from data_api.models import ListCache
+    from data_api.selectors import MAX_CACHED_LISTS
+
+    if db.vendor != "postgresql":
+        pytest.skip("list caches are PostgreSQL's")
+    connection = demo_connection(alice.human)
+    store(connection, [reading("weight", n, T0 + timedelta(days=n), 80) for n in range(3)])
+    client = access_client(alice.human)
+    for second in range(MAX_CACHED_LISTS + 10):  # a caller polling with a new updated_since each time
+        response = client.get("/v1/human/weight/readings", {"updated_since": f"2020-01-01T00:00:{second:02d}Z"})
+        assert response.status_code == 200 and response.headers["X-Total-Count"] == "3"
+    assert ListCache.objects.filter(human=alice.human, type="weight").count() <= MAX_CACHED_LISTS
