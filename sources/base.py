@@ -68,6 +68,8 @@ class Window:
     type: str
     start: datetime
     end: datetime
+    # Types derived from the same items (e.g. BMI from weights), complete for the window too.
+    also: tuple[str, ...] = ()
 
 
 @dataclass

@@ -299,12 +299,13 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
             totals.add(kind, created=c.created, updated=c.updated)
         if page.window is not None:
             window = page.window
-            seen = {stored_id(r.external_id) for r in records if r.type == window.type}
-            deleted = delete_missing(
-                connection_id=connection.pk, kind=window.type, start=window.start, end=window.end, seen=seen
-            )
-            if deleted:
-                totals.add(window.type, deleted=deleted)
+            for kind in (window.type, *window.also):
+                seen = {stored_id(r.external_id) for r in records if r.type == kind}
+                deleted = delete_missing(
+                    connection_id=connection.pk, kind=kind, start=window.start, end=window.end, seen=seen
+                )
+                if deleted:
+                    totals.add(kind, deleted=deleted)
         moved: dict[str, Any] = {}
         if page.cursor is not None:
             # The cursor moves in the same transaction as the page it describes.

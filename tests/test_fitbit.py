@@ -338,3 +338,18 @@ def test_it_retries_later_when_the_token_endpoint_fails(alice: Persona, google: 
         connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
 
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_drops_the_bmi_of_a_weight_deleted_at_the_provider(alice: Persona, google: GoogleHealthEmulator) -> None:
+    ids = seed(google, datetime.now(UTC))
+    connection = connect(alice.human)
+    sync(connection)
+    sync(connection)  # the height is known from here on, so weights carry a BMI
+    assert Record.objects.filter(connection=connection, type="bmi").count() == 1
+
+    google.delete("weight", ids["weight"])
+    run = sync(connection)
+
+    assert not Record.objects.filter(connection=connection, type__in=("weight", "bmi")).exists()
+    assert run.counts["weight"]["deleted"] == 1 and run.counts["bmi"]["deleted"] == 1

@@ -188,11 +188,14 @@ class FitbitSource(OAuth2CodeSource):
                 height = _latest_height(points)
                 if height is not None:
                     page_cursor["height_mm"] = height
+            # BMI is derived from each weight when a height is known: the weights' window then
+            # covers their BMIs too (a deleted weight takes its BMI along).
+            derived = ("bmi",) if stream.data_type == "weight" and _number(ctx.cursor.get("height_mm")) else ()
             yield RawPage(
                 type=stream.data_type,
                 payload={"dataPoints": points},
                 cursor=page_cursor,
-                window=Window(stream.record_type, start, end),
+                window=Window(stream.record_type, start, end, also=derived),
             )
 
     def _since(self, ctx: SyncContext, stream: Stream) -> datetime:

@@ -145,14 +145,17 @@ class WithingsSource(OAuth2CodeSource):
             height = _latest_height(payload["measuregrps"])
             if height is not None:
                 cursor["height_m"] = height
+            known_height = height or ctx.cursor.get("height_m")
             for index, kind in enumerate(MEASURE_RECORDS):
                 last = index == len(MEASURE_RECORDS) - 1
                 # One fetch, one complete window per record type: a vanished group is deleted.
+                # Without a known height no BMI can be computed, so none may be taken as deleted.
+                complete = kind != "bmi" or bool(known_height)
                 yield RawPage(
                     type="measures",
                     payload=payload,
                     cursor=cursor if last else None,
-                    window=Window(kind, start, end),
+                    window=Window(kind, start, end) if complete else None,
                     context={"record_type": kind},
                 )
             start = end
