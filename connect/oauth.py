@@ -147,13 +147,18 @@ def oauth_callback(*, state: str, code: str, error: str, browser_id: str, reques
             message = f"{name} could not authorize the connection ({error[:64]}). Please try again."
         raise OAuthProblem(400, message, slug=row.source, state=row)
     if not code or len(code) > 2000:
-        raise OAuthProblem(400, "The provider returned no authorization code. Please try again.", state=row)
+        raise OAuthProblem(
+            400, "The provider returned no authorization code. Please try again.", slug=row.source, state=row
+        )
     return _exchange(row, code, request)
 
 
 def _exchange(row: OAuthState, code: str, request: HttpRequest) -> OAuthOutcome:
     session = row.connect_token
-    plugin = code_source(row.source)
+    try:
+        plugin = code_source(row.source)
+    except OAuthProblem as problem:  # the operator withdrew the source meanwhile: still go back
+        raise OAuthProblem(problem.status, problem.message, slug=row.source, state=row) from None
     verifier = row.secrets.get("code_verifier") or None
     try:
         credentials = plugin.exchange_code(
