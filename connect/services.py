@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from humanapi_project import crypto
 from sources.models import Connection, ConnectionStatus
+from sources.services import audit_connection
 
 from .audit import audit
 from .models import Actor, Application, Human, Token, TokenKind
@@ -253,15 +254,7 @@ def connect_completed(
     public tokens and, when the connection needed reauthorization, record that it got it."""
     public_tokens_rotate(human=session.human, session=session)
     if previous_status == ConnectionStatus.REAUTH_REQUIRED:
-        audit(
-            "connection.reauthorized",
-            actor=Actor.END_USER,
-            application=session.application,
-            human_id=session.human_id,
-            request=request,
-            source=connection.source,
-            connection_id=connection.pk,
-        )
+        audit_connection("connection.reauthorized", connection, Actor.END_USER, request)
 
 
 def previous_status(human: Human, slug: str) -> str | None:

@@ -7,6 +7,7 @@ import email.utils
 import json as jsonlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -177,6 +178,18 @@ def raise_for_token_status(response: requests.Response, provider: str) -> None:
         raise TransientError(f"{provider} token endpoint answered {status}")
     if status < 400:
         decode_json(response)
+
+
+def oauth_error_code(response: requests.Response) -> str:
+    """The RFC 6749 `error` code of a refused grant (`invalid_grant`, ...), reduced to
+    `[a-z_]` so nothing a client sent can be echoed; "HTTP <status>" when there is none."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = body.get("error") if isinstance(body, dict) else None
+    cleaned = re.sub(r"[^a-z_]", "", str(code).lower())[:40] if isinstance(code, str) else ""
+    return cleaned or f"HTTP {response.status_code}"
 
 
 def decode_json(response: requests.Response) -> Any:

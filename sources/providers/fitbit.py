@@ -39,7 +39,7 @@ from ..base import (
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, raise_for_token_status
+from ..http import ProviderHttp, decode_json, oauth_error_code, raise_for_token_status
 from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
@@ -248,14 +248,9 @@ class FitbitSource(OAuth2CodeSource):
 
 def _token_reply(response: requests.Response) -> None:
     raise_for_token_status(response, "Google")
-    status = response.status_code
-    if status >= 400:
-        try:
-            error = response.json().get("error", "")
-        except (ValueError, AttributeError):
-            error = ""
+    if response.status_code >= 400:
         # RFC 6749: invalid_grant is a dead or revoked token (reconnect); never echo the body.
-        raise RefreshRefused(f"Google refused the grant ({error if isinstance(error, str) else status})")
+        raise RefreshRefused(f"Google refused the grant ({oauth_error_code(response)})")
 
 
 def _granted(scope: Any) -> set[str]:

@@ -45,7 +45,7 @@ from ..base import (
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, parse_retry_after, raise_for_token_status
+from ..http import ProviderHttp, decode_json, oauth_error_code, parse_retry_after, raise_for_token_status
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,7 @@ class HumanitySource(SourcePlugin):
         )
         body = response.json()
         if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
-            code = str(body.get("error", "")) if isinstance(body, dict) else ""
-            raise RefreshRefused(re.sub(r"[^a-z_]", "", code.lower())[:40] or f"HTTP {response.status_code}")
+            raise RefreshRefused(oauth_error_code(response))
         return body
 
     # --- sync -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..base import (
     TransientError,
     Window,
 )
-from ..http import ProviderHttp, decode_json, raise_for_status, raise_for_token_status
+from ..http import ProviderHttp, decode_json, oauth_error_code, raise_for_status, raise_for_token_status
 from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class OuraSource(OAuth2CodeSource):
         body = {**fields, "client_id": self.client_id, "client_secret": self.client_secret}
         response = http.request("POST", self.token_url, data=body, check=False, inspect=_token_status)
         if response.status_code >= 400:
-            raise RefreshRefused(f"Oura refused the grant ({_oauth_error(response)})")
+            raise RefreshRefused(f"Oura refused the grant ({oauth_error_code(response)})")
         token = response.json()
         if not isinstance(token, dict):
             raise TransientError("Oura token endpoint returned an unexpected body")
@@ -214,15 +214,6 @@ def _api_status(response: requests.Response) -> None:
 
 def _token_status(response: requests.Response) -> None:
     raise_for_token_status(response, "Oura")
-
-
-def _oauth_error(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    error = body.get("error") if isinstance(body, dict) else None
-    return str(error)[:100] if error else f"HTTP {response.status_code}"
 
 
 def _detail(response: requests.Response) -> str:
