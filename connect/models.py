@@ -2,6 +2,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -28,6 +29,14 @@ class Application(models.Model):
     notify_url = models.URLField(blank=True, default="")
     # Per-application source configuration (e.g. Humanity's client id and secret), encrypted.
     source_config_sealed = models.TextField(blank=True, default="")
+    # Which source answers a day's summary when a Human has several: comma-separated slugs,
+    # first wins. Blank: the SOURCE_PRIORITY setting.
+    source_priority = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="Comma-separated source slugs, first wins (blank: the SOURCE_PRIORITY setting).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +56,12 @@ class Application(models.Model):
     def source_config(self, slug: str) -> dict[str, str]:
         config = crypto.decrypt_json(self.source_config_sealed) or {}
         return dict(config.get(slug, {}))
+
+    @property
+    def summary_priority(self) -> list[str]:
+        """Source slugs in the order they answer a day's summary (not every source need be named)."""
+        own = [slug.strip() for slug in self.source_priority.split(",") if slug.strip()]
+        return own or list(settings.SOURCE_PRIORITY)
 
     def allows_origin(self, origin: str) -> bool:
         return origin.rstrip("/") in {o.rstrip("/") for o in self.allowed_origins}

@@ -8,9 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import Count, FloatField, Max, Min, QuerySet, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models import QuerySet
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError
 
@@ -18,9 +16,20 @@ from connect.models import Application, AuditEntry, Human
 from sources.models import Connection, SyncRun
 
 from .models import Record
-from .records import DEFAULT_LIMIT, MAX_LIMIT, Page, iso_ms, parse_day, parse_instant, parse_int, record_json
+from .records import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Filters,
+    Page,
+    Window,
+    iso_ms,
+    parse_day,
+    parse_instant,
+    parse_int,
+    record_json,
+)
 from .selectors import connection_json
-from .summaries import SUMMARIZED, DaySummary, finish, summary_json
+from .summaries import SUMMARIZED, SUMMARY_KINDS, app_summary_page
 
 # Batch routes (`/users/{route}`) -> stored record type. Human API names these in the plural.
 BATCH_TYPES = {
@@ -43,7 +52,7 @@ BATCH_TYPES = {
 
 # Daily summaries served in batch: the Data API's summaries whose measures are all sums, so
 # they can be computed for every user of an Application in one grouped query.
-SUMMARY_SUMS = tuple(kind for kind, measures in SUMMARIZED.items() if all(m.agg == "sum" for m in measures))
+SUMMARY_SUMS = tuple(kind for kind in SUMMARY_KINDS if all(m.agg == "sum" for m in SUMMARIZED[kind]))
 
 RECENT_RUNS = 10
 
@@ -123,51 +132,14 @@ def batch_record_json(record: Record) -> dict[str, Any]:
     return record_json(record)
 
 
-def batch_summaries(application: Application, record_type: str, params: QueryDict) -> QuerySet[Any]:
-    """Daily totals per (user, local day), as the Data API's `/summaries` shows them. A
-    summary's `updatedAt` is its newest record's, so `updated_since` returns every day whose
-    totals changed, in full."""
-    records = Record.objects.filter(human__application=application, type=record_type)
-    days = _day_range(params)
-    if days is not None:
-        records = records.filter(local_day__gte=days[0], local_day__lte=days[1])
-    source = _source_slug(params)
-    if source is not None:
-        records = records.filter(source=source)
-    sums = {f"m{i}": Sum(Cast(KT(f"data__{m.field}"), FloatField())) for i, m in enumerate(SUMMARIZED[record_type])}
-    summaries = (
-        records.values("human_id", "local_day")
-        .annotate(count=Count("id"), first_created=Min("created_at"), last_updated=Max("updated_at"), **sums)
-        .order_by("last_updated", "human_id", "local_day")
-    )
-    for name, lookup in (
-        ("created_since", "first_created__gt"),
-        ("updated_since", "last_updated__gt"),
-        ("created_before", "first_created__lt"),
-        ("updated_before", "last_updated__lt"),
-    ):
-        moment = _since(params, name)
-        if moment is not None:
-            summaries = summaries.filter(**{lookup: moment})
-    return summaries
-
-
-def summary_renderer(record_type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    measures = SUMMARIZED[record_type]
-
-    def render(row: dict[str, Any]) -> dict[str, Any]:
-        values = [row[f"m{i}"] for i in range(len(measures))]
-        summary = DaySummary(
-            kind=record_type,
-            day=row["local_day"],
-            count=row["count"],
-            stats=finish(record_type, values),
-            created_at=row["first_created"],
-            updated_at=row["last_updated"],
-        )
-        return summary_json(row["human_id"], summary)
-
-    return render
+def batch_summaries(application: Application, kind: str, params: QueryDict) -> Page:
+    """Daily summaries of every user, as the Data API's `/summaries` shows them (one source per
+    user and day), oldest change first. A summary's `updatedAt` is its newest record's, so
+    `updated_since` returns every day whose totals changed, in full."""
+    filters = Filters.parse(params)
+    limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+    window = Window(limit, parse_int("offset", params.get("offset"), 0, 0))
+    return app_summary_page(application=application, kind=kind, filters=filters, window=window)
 
 
 # --- connections ---------------------------------------------------------------------------
@@ -183,6 +155,8 @@ def run_json(run: SyncRun) -> dict[str, Any]:
         "pages": run.pages,
         "counts": run.counts,
         "error": run.error,
+        "unreadable": run.unreadable,
+        "failures": run.failures,
     }
 
 

@@ -130,9 +130,7 @@ class BatchSummariesView(AppView):
     record_type = ""
 
     def get(self, request: Request, client_id: str) -> Response:
-        queryset = selectors.batch_summaries(self.application, self.record_type, request.query_params)
-        render = selectors.summary_renderer(self.record_type)
-        return self.page_response(selectors.paginate(queryset, request.query_params, render))
+        return self.page_response(selectors.batch_summaries(self.application, self.record_type, request.query_params))
 
 
 class AuditView(AppView):

@@ -64,7 +64,9 @@ class TypeVersion(models.Model):
 
 
 class DayStat(models.Model):
-    """The daily rollup of one Human's records of one type on one local day (PostgreSQL only).
+    """The daily rollup of one Human's records of one type from one source on one local day
+    (PostgreSQL only). Kept per source, so a day's summary can be one source's, never a sum
+    across sources.
 
     The trigger marks a day stale by bumping `generation`; a read recomputes only stale days
     (`done_generation` < `generation`) from the (human, type, local_day) index, so a daily
@@ -74,6 +76,7 @@ class DayStat(models.Model):
     human = models.ForeignKey("connect.Human", on_delete=models.CASCADE, related_name="+", db_index=False)
     type = models.CharField(max_length=32)
     local_day = models.DateField()
+    source = models.CharField(max_length=64, default="")
     generation = models.BigIntegerField(default=1)
     done_generation = models.BigIntegerField(default=0)
     count = models.IntegerField(default=0)
@@ -82,7 +85,9 @@ class DayStat(models.Model):
     updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["human", "type", "local_day"], name="daystat_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["human", "type", "local_day", "source"], name="daystat_unique_source")
+        ]
         indexes = [
             # Finds the few stale days of a (human, type) without reading the fresh ones.
             models.Index(
@@ -91,7 +96,7 @@ class DayStat(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.type} {self.local_day} of {self.human_id}"
+        return f"{self.type} {self.local_day} of {self.human_id} from {self.source}"
 
 
 class ListCache(models.Model):

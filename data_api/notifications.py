@@ -93,7 +93,11 @@ def _publish(notification_id: int) -> None:
 
 
 def notify_data_updated(connection: Connection, run: SyncRun) -> Notification | None:
-    changed = {k: v for k, v in run.counts.items() if v.get("created") or v.get("updated") or v.get("deleted")}
+    changed = {
+        kind: {change: counts.get(change, 0) for change in ("created", "updated", "deleted")}
+        for kind, counts in run.counts.items()
+        if counts.get("created") or counts.get("updated") or counts.get("deleted")
+    }
     if not changed:
         return None
     return _enqueue(connection, "data.updated", changed)

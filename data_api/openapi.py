@@ -55,7 +55,12 @@ RECORD_BASE = {"id": STR, "humanId": STR, "source": STR, "sourceData": OBJECT, "
 RECORD_END = {"updatedAt": TIME}
 PERIOD = {"startTime": TIME, "endTime": nullable(TIME), "tzOffset": TZ}
 # A day's total is null when none of the day's records carries the measure.
-SUMMARY_BASE = {"id": STR, "humanId": STR, "date": DAY}
+SUMMARY_BASE = {
+    "id": STR,
+    "humanId": STR,
+    "date": DAY,
+    "source": {**STR, "description": "The source that answered for this day (one source per day, never a sum)."},
+}
 SUMMARY_END = {"count": INT, "createdAt": nullable(TIME), "updatedAt": nullable(TIME)}
 
 SOURCE_FIELDS: dict[str, Schema] = {
@@ -69,13 +74,32 @@ SOURCE_FIELDS: dict[str, Schema] = {
     ),
     "syncStatus": obj(
         {
-            "status": one_of("pending", "syncing", "ok", "retrying", "failed", "reauth_required", "disconnected"),
+            "status": one_of(
+                "pending", "syncing", "ok", "partial", "retrying", "failed", "reauth_required", "disconnected"
+            ),
             "details": nullable(STR),
             "synchedAt": nullable(TIME),
+            "unreadable": {
+                **OBJECT,
+                "additionalProperties": INT,
+                "description": 'Items of each type the last run could not read, e.g. {"shifts": 1}.',
+            },
+            "failedTypes": {**array_of(STR), "description": "Types whose fetch failed in the last run."},
         }
     ),
 }
 CHANGE_COUNTS = obj({}, {"created": INT, "updated": INT, "deleted": INT})
+RUN_COUNTS = obj(
+    {},
+    {
+        "read": INT,
+        "created": INT,
+        "updated": INT,
+        "deleted": INT,
+        "unreadable": INT,
+        "held": {**INT, "description": "Kept although their window came back empty once (deleted if it is again)."},
+    },
+)
 
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(
@@ -123,9 +147,14 @@ COMPONENTS: dict[str, Schema] = {
         {
             **SUMMARY_BASE,
             "steps": nullable(INT),
-            "distance": nullable(NUM),
-            "calories": nullable(NUM),
-            "duration": nullable(INT),
+            "distance": {**nullable(NUM), "description": "Metres."},
+            "calories": {**nullable(NUM), "description": "kcal; the day's total where the source reports one."},
+            "activeCalories": nullable(NUM),
+            "duration": {**nullable(INT), "description": "Active seconds."},
+            "sedentary": nullable(INT),
+            "light": nullable(INT),
+            "moderate": nullable(INT),
+            "vigorous": nullable(INT),
             **SUMMARY_END,
         }
     ),
@@ -196,8 +225,14 @@ COMPONENTS: dict[str, Schema] = {
             "startedAt": TIME,
             "finishedAt": nullable(TIME),
             "pages": INT,
-            "counts": {**OBJECT, "additionalProperties": CHANGE_COUNTS, "description": "Per data type."},
+            "counts": {**OBJECT, "additionalProperties": RUN_COUNTS, "description": "Per data type."},
             "error": STR,
+            "unreadable": {
+                **OBJECT,
+                "additionalProperties": array_of(STR),
+                "description": "Per data type, the first reasons items could not be read.",
+            },
+            "failures": {**OBJECT, "additionalProperties": STR, "description": "Types that failed, and why."},
         }
     ),
     "Connection": obj(

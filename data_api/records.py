@@ -15,18 +15,11 @@ from django.db.models import CharField, Func, QuerySet
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError
 
-from .models import Record
+from sources.types import MEASUREMENTS, PERIODIC
 
-MEASUREMENTS = ("heart_rate", "blood_glucose", "blood_oxygen", "blood_pressure", "bmi", "body_fat", "height", "weight")
-# URL path -> stored type
-PERIODIC = {
-    "activities": "activities",
-    "sleeps": "sleeps",
-    "locations": "locations",
-    "food/meals": "meals",
-    "shifts": "shifts",
-    "timeclocks": "timeclocks",
-}
+__all__ = ["MEASUREMENTS", "PERIODIC"]  # the vocabulary, as the Data API names its routes
+
+from .models import Record
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

@@ -248,8 +248,17 @@ def connection_json(connection: Connection, last_run: SyncRun | None = None) -> 
             "status": _sync_status(connection, run),
             "details": (run.error if run else "") or None,
             "synchedAt": iso_ms(connection.last_synced_at),
+            "unreadable": _unreadable(run),
+            "failedTypes": sorted(run.failures) if run else [],
         },
     }
+
+
+def _unreadable(run: SyncRun | None) -> dict[str, int]:
+    """How many items of each type the last run could not read."""
+    if run is None:
+        return {}
+    return {kind: c["unreadable"] for kind, c in sorted(run.counts.items()) if c.get("unreadable")}
 
 
 def _history_status(connection: Connection, run: SyncRun | None) -> str:
@@ -261,7 +270,7 @@ def _history_status(connection: Connection, run: SyncRun | None) -> str:
 
 
 def _sync_status(connection: Connection, run: SyncRun | None) -> str:
-    """One of pending, syncing, ok, retrying, failed, reauth_required, disconnected."""
+    """One of pending, syncing, ok, partial, retrying, failed, reauth_required, disconnected."""
     if connection.status != ConnectionStatus.ACTIVE:
         return str(connection.status)
     if run is None:
@@ -269,6 +278,7 @@ def _sync_status(connection: Connection, run: SyncRun | None) -> str:
     return {
         SyncOutcome.RUNNING: "syncing",
         SyncOutcome.SUCCEEDED: "ok",
+        SyncOutcome.PARTIAL: "partial",
         SyncOutcome.RETRYING: "retrying",
         SyncOutcome.FAILED: "failed",
         SyncOutcome.REAUTH_REQUIRED: "reauth_required",

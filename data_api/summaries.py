@@ -6,7 +6,13 @@ its page whether any day is stale, and only then recomputes the stale days, each
 (human, type, local_day) index, and reads again. So a year of summaries costs one read of 365
 small rows however many readings lie behind them. A recompute records the generation it saw
 and its UPDATE only lands if the day has not changed since, so a write racing with it leaves
-the day stale rather than wrong. A `source` filter (and SQLite) aggregates on the fly.
+the day stale rather than wrong. SQLite (the demo) aggregates on the fly.
+
+Several sources, one truth per day: rollups are kept per source, and each day's summary is
+the one of the first source with data that day, in the Application's priority order (then the
+order the Human connected them); totals are never added across sources. A source's own daily
+totals (`activity_summaries`: Oura daily_activity, Google Health daily aggregates, Withings
+getactivity) answer for that source's day before the sum of its activities.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection as db
 from django.db.models import F
 
-from connect.models import Human
+from connect.models import Application, Human
+from sources.types import daily_totals_of
 
 from .models import DayStat, Record
 from .records import Filters, Page, UtcText, Window, iso_ms
@@ -37,13 +45,23 @@ class Measure:
     digits: int  # 0: an integer
 
 
+ACTIVITY_MEASURES = (
+    Measure("steps", "sum", "steps", 0),
+    Measure("distance", "sum", "distance", 1),
+    Measure("calories", "sum", "calories", 1),
+    Measure("activeCalories", "sum", "activeCalories", 1),
+    Measure("duration", "sum", "duration", 0),
+    Measure("sedentary", "sum", "sedentary", 0),
+    Measure("light", "sum", "light", 0),
+    Measure("moderate", "sum", "moderate", 0),
+    Measure("vigorous", "sum", "vigorous", 0),
+)
+
+# Stored type -> the measures of its daily rollup. A summary route's kind and the daily totals
+# that answer for it share their measures, so a day reads the same whichever answered.
 SUMMARIZED: dict[str, tuple[Measure, ...]] = {
-    "activities": (
-        Measure("steps", "sum", "steps", 0),
-        Measure("distance", "sum", "distance", 1),
-        Measure("calories", "sum", "calories", 1),
-        Measure("duration", "sum", "duration", 0),
-    ),
+    "activities": ACTIVITY_MEASURES,
+    "activity_summaries": ACTIVITY_MEASURES,
     "sleeps": (
         Measure("timeAsleep", "sum", "timeAsleep", 0),
         Measure("timeAwake", "sum", "timeAwake", 0),
@@ -59,6 +77,16 @@ SUMMARIZED: dict[str, tuple[Measure, ...]] = {
 }
 
 
+# The summary routes' kinds (the others in SUMMARIZED are daily totals that answer for one).
+SUMMARY_KINDS = ("activities", "sleeps", "heart_rate")
+
+
+def stored_types(kind: str) -> tuple[str, ...]:
+    """The stored types whose rollups answer `kind`'s summaries, the one that wins for a source
+    first: a source's own daily totals, then the sum of its records."""
+    return (*daily_totals_of(kind), kind)
+
+
 @dataclass(frozen=True)
 class DaySummary:
     kind: str
@@ -67,6 +95,7 @@ class DaySummary:
     stats: dict[str, Any]
     created_at: datetime | str | None  # text when formatted by the database
     updated_at: datetime | str | None
+    source: str = ""
 
 
 def summary_id(kind: str, day: date) -> str:
@@ -86,7 +115,14 @@ def day_of_summary_id(kind: str, ref: str) -> date | None:
 
 def summary_json(human_id: str, summary: DaySummary) -> dict[str, Any]:
     return day_json(
-        human_id, summary.kind, summary.day, summary.count, summary.stats, summary.created_at, summary.updated_at
+        human_id,
+        summary.kind,
+        summary.day,
+        summary.count,
+        summary.stats,
+        summary.created_at,
+        summary.updated_at,
+        summary.source,
     )
 
 
@@ -98,6 +134,7 @@ def day_json(
     stats: dict[str, Any],
     created_at: datetime | str | None,
     updated_at: datetime | str | None,
+    source: str,
 ) -> dict[str, Any]:
     """A summary as the Data API shows it (taking its parts, so a page of rollup rows needs no
     DaySummary per row)."""
@@ -106,6 +143,7 @@ def day_json(
         "id": f"{kind}-{day_text.replace('-', '')}",  # summary_id, with the day formatted once
         "humanId": human_id,
         "date": day_text,
+        "source": source,
         **stats,
         "count": count,
         "createdAt": iso_ms(created_at),
@@ -133,7 +171,8 @@ def finish(kind: str, values: Sequence[Any]) -> dict[str, Any]:
 
 
 def _pg_aggregates(kind: str) -> str:
-    parts = ["local_day", "count(*)", "min(created_at)", "max(updated_at)"]
+    """local_day, source, count, created, updated, then each measure of the stored type `kind`."""
+    parts = ["local_day", "source", "count(*)", "min(created_at)", "max(updated_at)"]
     for measure in SUMMARIZED[kind]:
         # Field names are constants of this module, never input.
         expr = f"(data->>'{measure.field}')::float8" if measure.field else "value"
@@ -145,75 +184,197 @@ def _pg_aggregates(kind: str) -> str:
 
 
 def _summaries_from_rows(kind: str, rows: Iterable[Sequence[Any]]) -> list[DaySummary]:
-    return [DaySummary(kind, row[0], int(row[1]), finish(kind, row[4:]), row[2], row[3]) for row in rows]
+    return [DaySummary(kind, row[0], int(row[2]), finish(kind, row[5:]), row[3], row[4], row[1]) for row in rows]
 
 
 def refresh(human_id: str, kind: str) -> None:
-    """Recompute the stale days of one (human, type)."""
-    stale = dict(
-        DayStat.objects.filter(human_id=human_id, type=kind, generation__gt=F("done_generation")).values_list(
-            "local_day", "generation"
-        )
-    )
-    days = sorted(stale)
-    for start in range(0, len(days), 500):
-        chunk = days[start : start + 500]
+    """Recompute the stale (day, source) rollups of one Human's stored type `kind`."""
+    stale = {
+        (day, source): generation
+        for day, source, generation in DayStat.objects.filter(
+            human_id=human_id, type=kind, generation__gt=F("done_generation")
+        ).values_list("local_day", "source", "generation")
+    }
+    keys = sorted(stale)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
         with db.cursor() as cursor:
             cursor.execute(
                 f"SELECT {_pg_aggregates(kind)} FROM data_api_record "
-                "WHERE human_id = %s AND type = %s AND local_day = ANY(%s) GROUP BY local_day",
-                [human_id, kind, chunk],
+                "WHERE human_id = %s AND type = %s AND local_day = ANY(%s) GROUP BY local_day, source",
+                [human_id, kind, sorted({day for day, _ in chunk})],
             )
-            found = {s.day: s for s in _summaries_from_rows(kind, cursor.fetchall())}
-            _store(cursor, human_id, kind, [(day, stale[day], found.get(day)) for day in chunk])
+            found = {(s.day, s.source): s for s in _summaries_from_rows(kind, cursor.fetchall())}
+            _store(cursor, human_id, kind, [(key, stale[key], found.get(key)) for key in chunk])
 
 
-def _store(cursor: Any, human_id: str, kind: str, days: list[tuple[date, int, DaySummary | None]]) -> None:
+def _store(
+    cursor: Any, human_id: str, kind: str, rollups: list[tuple[tuple[date, str], int, DaySummary | None]]
+) -> None:
     values, params = [], []
-    for day, generation, summary in days:
-        values.append("(%s::date, %s::bigint, %s::int, %s::jsonb, %s::timestamptz, %s::timestamptz)")
+    for (day, source), generation, summary in rollups:
+        values.append("(%s::date, %s, %s::bigint, %s::int, %s::jsonb, %s::timestamptz, %s::timestamptz)")
         if summary is None:  # every record of the day was deleted
-            params.extend([day, generation, 0, "{}", None, None])
+            params.extend([day, source, generation, 0, "{}", None, None])
         else:
             stats = json.dumps(summary.stats)
-            params.extend([day, generation, summary.count, stats, summary.created_at, summary.updated_at])
+            params.extend([day, source, generation, summary.count, stats, summary.created_at, summary.updated_at])
     cursor.execute(
         "UPDATE data_api_daystat d SET count = v.count, stats = v.stats, created_at = v.created,"
         " updated_at = v.updated, done_generation = v.generation"
-        f" FROM (VALUES {', '.join(values)}) AS v(day, generation, count, stats, created, updated)"
-        " WHERE d.human_id = %s AND d.type = %s AND d.local_day = v.day AND d.generation = v.generation",
+        f" FROM (VALUES {', '.join(values)}) AS v(day, source, generation, count, stats, created, updated)"
+        " WHERE d.human_id = %s AND d.type = %s AND d.local_day = v.day AND d.source = v.source"
+        " AND d.generation = v.generation",
         [*params, human_id, kind],
     )
 
 
-# --- on the fly (a source filter; SQLite) ------------------------------------------------------
-
-
-def _on_the_fly(human_id: str, kind: str, filters: Filters) -> list[DaySummary]:
-    scope = Filters(first_day=filters.first_day, last_day=filters.last_day, source=filters.source)
-    queryset = scope.apply(Record.objects.filter(human_id=human_id, type=kind))
-    if db.vendor == "postgresql":
-        sql, params = queryset.values("local_day", "value", "data", "created_at", "updated_at").query.sql_with_params()
-        with db.cursor() as cursor:
-            cursor.execute(f"SELECT {_pg_aggregates(kind)} FROM ({sql}) r GROUP BY local_day", params)
-            summaries = _summaries_from_rows(kind, cursor.fetchall())
+def refresh_stale(
+    human_ids: Sequence[str] | None, kinds: Sequence[str], application: Application | None = None
+) -> None:
+    """Recompute every stale rollup of these types, for these Humans or every Human of `application`."""
+    scope = DayStat.objects.filter(type__in=kinds, generation__gt=F("done_generation"))
+    if application is not None:
+        scope = scope.filter(human__application=application)
     else:
-        rows = queryset.values_list("local_day", "value", "data", "created_at", "updated_at")
-        summaries = _aggregate_in_python(kind, rows)
-    summaries = [s for s in summaries if _matches(s, filters)]
-    return sorted(summaries, key=lambda s: s.day, reverse=True)
+        scope = scope.filter(human_id__in=list(human_ids or []))
+    for human_id, kind in scope.values_list("human_id", "type").distinct():
+        refresh(human_id, kind)
 
 
-def _aggregate_in_python(kind: str, rows: Iterable[tuple[date, Any, Any, datetime, datetime]]) -> list[DaySummary]:
-    by_day: dict[date, list[tuple[Any, Any, datetime, datetime]]] = defaultdict(list)
-    for day, value, data, created, updated in rows:
-        by_day[day].append((value, data, created, updated))
+# --- choosing one source per day ----------------------------------------------------------------
+
+
+# One row per (Human, day): the rollup of the first source in priority order (named sources
+# first, then the order the Human connected them), its own daily totals before its records'
+# sums. Conditions on the day and the source narrow what may answer; conditions on times
+# (created/updated since/before) apply to the answer, outside.
+_CHOSEN = """
+SELECT DISTINCT ON (d.human_id, d.local_day)
+    d.human_id, d.local_day, d.source, d.count, d.stats, d.created_at, d.updated_at
+FROM data_api_daystat d
+WHERE {scope} AND d.type = ANY(%s) AND d.count > 0{narrow}
+ORDER BY d.human_id, d.local_day DESC,
+    array_position(
+        (SELECT coalesce(nullif(string_to_array(a.source_priority, ','), '{{}}'), %s::text[])
+         FROM connect_application a WHERE a.id = %s),
+        d.source::text
+    ) NULLS LAST,
+    (SELECT min(c.connected_at) FROM sources_connection c WHERE c.human_id = d.human_id AND c.source = d.source)
+        NULLS LAST,
+    d.source,
+    array_position(%s::text[], d.type::text)
+"""
+
+_DAY_FILTERS = ("local_day", "source")
+
+
+def _chosen_sql(
+    scope: str, scope_params: list[Any], kind: str, filters: Filters, application_id: int
+) -> tuple[str, str, list[Any]]:
+    """(the chosen rollups as a subquery, the conditions on the answer, their params)."""
+    conditions = filters.conditions()
+    narrow = [(c, op, v) for c, op, v in conditions if c in _DAY_FILTERS]
+    answer = [(c, op, v) for c, op, v in conditions if c not in _DAY_FILTERS]
+    types = list(stored_types(kind))
+    sql = _CHOSEN.format(scope=scope, narrow="".join(f" AND d.{c} {op} %s" for c, op, _ in narrow))
+    params = [*scope_params, types, *[v for _, _, v in narrow], list(settings.SOURCE_PRIORITY), application_id, types]
+    where = " AND ".join(f"c.{c} {op} %s" for c, op, _ in answer) or "true"
+    return sql, where, [*params, *[v for _, _, v in answer]]
+
+
+_TIMES = f"{UtcText.template % {'expressions': 'c.created_at'}}, {UtcText.template % {'expressions': 'c.updated_at'}}"
+
+# Whether any rollup of the Human's types is stale (the partial index of stale days answers
+# it), and the page, in one round trip: the common case, nothing stale, needs no other.
+_ROLLUP_PAGE = f"""
+SELECT stale.found, page.*
+FROM (
+    SELECT EXISTS (
+        SELECT 1 FROM data_api_daystat
+        WHERE human_id = %s AND type = ANY(%s) AND generation > done_generation
+    ) AS found
+) stale LEFT JOIN LATERAL (
+    SELECT c.local_day, c.source, c.count, c.stats, {_TIMES}
+    FROM ({{chosen}}) c WHERE {{where}}
+    ORDER BY c.local_day DESC OFFSET %s LIMIT %s
+) page ON true
+"""
+
+
+def _rollup_page(human: Human, kind: str, filters: Filters, window: Window) -> tuple[bool, list[tuple[Any, ...]]]:
+    chosen, where, params = _chosen_sql("d.human_id = %s", [human.pk], kind, filters, human.application_id)
+    with db.cursor() as cursor:
+        cursor.execute(
+            _ROLLUP_PAGE.format(chosen=chosen, where=where),
+            [human.pk, list(stored_types(kind)), *params, window.offset, window.limit],
+        )
+        found = cursor.fetchall()
+    return bool(found[0][0]), [row[1:] for row in found if row[1] is not None]
+
+
+def _rollup_count(human: Human, kind: str, filters: Filters) -> int:
+    chosen, where, params = _chosen_sql("d.human_id = %s", [human.pk], kind, filters, human.application_id)
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({chosen}) c WHERE {where}", params)
+        return int(cursor.fetchone()[0])
+
+
+# --- on the fly (SQLite, the one-machine demo) ---------------------------------------------------
+
+
+def _on_the_fly(humans: Sequence[Human], kind: str, filters: Filters) -> list[tuple[str, DaySummary]]:
+    """(human id, summary) of every chosen day, newest day first: what the rollups give, from
+    the records themselves."""
+    scope = Filters(first_day=filters.first_day, last_day=filters.last_day, source=filters.source)
+    chosen: list[tuple[str, DaySummary]] = []
+    for human in humans:
+        candidates: list[tuple[str, DaySummary]] = []
+        for stored in stored_types(kind):
+            queryset = scope.apply(Record.objects.filter(human_id=human.pk, type=stored))
+            rows = queryset.values_list("local_day", "source", "value", "data", "created_at", "updated_at")
+            candidates.extend((stored, s) for s in _aggregate_in_python(stored, rows))
+        rank = _source_rank(human)
+        types = stored_types(kind)
+        best: dict[date, tuple[Any, ...]] = {}
+        for stored, summary in candidates:
+            key = (*rank(summary.source), types.index(stored))
+            if summary.day not in best or key < best[summary.day][0]:
+                best[summary.day] = (key, summary)
+        for _, summary in best.values():
+            answer = DaySummary(
+                kind, summary.day, summary.count, summary.stats, summary.created_at, summary.updated_at, summary.source
+            )
+            if _matches(answer, filters):
+                chosen.append((human.pk, answer))
+    return sorted(chosen, key=lambda item: item[1].day, reverse=True)
+
+
+def _source_rank(human: Human) -> Any:
+    from sources.models import Connection
+
+    priority = human.application.summary_priority
+    connected = dict(Connection.objects.filter(human=human).values_list("source", "connected_at"))
+    latest = max(connected.values(), default=None)
+
+    def rank(source: str) -> tuple[Any, ...]:
+        named = priority.index(source) if source in priority else len(priority)
+        when = connected.get(source)
+        return (named, when is None, when or latest, source)
+
+    return rank
+
+
+def _aggregate_in_python(kind: str, rows: Iterable[tuple[date, str, Any, Any, datetime, datetime]]) -> list[DaySummary]:
+    by_day: dict[tuple[date, str], list[tuple[Any, Any, datetime, datetime]]] = defaultdict(list)
+    for day, source, value, data, created, updated in rows:
+        by_day[(day, source)].append((value, data, created, updated))
     out = []
-    for day, items in by_day.items():
+    for (day, source), items in by_day.items():
         aggregates = [_python_aggregate(m, items) for m in SUMMARIZED[kind]]
         created = min(i[2] for i in items)
         updated = max(i[3] for i in items)
-        out.append(DaySummary(kind, day, len(items), finish(kind, aggregates), created, updated))
+        out.append(DaySummary(kind, day, len(items), finish(kind, aggregates), created, updated, source))
     return out
 
 
@@ -249,73 +410,28 @@ def _matches(summary: DaySummary, filters: Filters) -> bool:
 # --- reads ---------------------------------------------------------------------------------------
 
 
-def _uses_rollup(filters: Filters) -> bool:
-    return db.vendor == "postgresql" and filters.source is None
-
-
 def summary_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
-    """Daily summaries, newest day first."""
-    if not _uses_rollup(filters):
-        summaries = _on_the_fly(human.pk, kind, filters)
+    """Daily summaries, newest day first, one source answering for each day."""
+    if db.vendor != "postgresql":
+        summaries = [s for _, s in _on_the_fly([human], kind, filters)]
         chosen = summaries[window.offset : window.offset + window.limit]
         return Page([summary_json(human.pk, s) for s in chosen], len(summaries), window.limit, window.offset)
-    conditions, params = _rollup_conditions(human.pk, kind, filters)
-    stale, rows = _rollup_page(conditions, params, window)
+    stale, rows = _rollup_page(human, kind, filters, window)
     if stale:
-        refresh(human.pk, kind)
-        _, rows = _rollup_page(conditions, params, window)
+        for stored in stored_types(kind):
+            refresh(human.pk, stored)
+        _, rows = _rollup_page(human, kind, filters, window)
     # The connection hands jsonb over as text (Django's JSONField decodes it); one decode of
     # the whole page costs a fraction of one per day.
-    stats = json.loads(f"[{','.join(row[2] for row in rows)}]")
+    stats = json.loads(f"[{','.join(row[3] for row in rows)}]")
     items = [
-        day_json(human.pk, kind, day, count, day_stats, created, updated)
-        for (day, count, _, created, updated), day_stats in zip(rows, stats, strict=True)
+        day_json(human.pk, kind, day, count, day_stats, created, updated, source)
+        for (day, source, count, _, created, updated), day_stats in zip(rows, stats, strict=True)
     ]
     # A short page that is not past the end tells the total without counting.
     short = len(items) < window.limit and (items or window.offset == 0)
-    total = window.offset + len(items) if short else _rollup_count(conditions, params)
+    total = window.offset + len(items) if short else _rollup_count(human, kind, filters)
     return Page(items, total, window.limit, window.offset)
-
-
-def _rollup_conditions(human_id: str, kind: str, filters: Filters) -> tuple[str, list[Any]]:
-    # DayStat names its day and times as Record does; a source filter never reaches the rollup.
-    conditions, params = filters.sql()
-    return f"human_id = %s AND type = %s AND count > 0{conditions}", [human_id, kind, *params]
-
-
-_DAY_COLUMNS = f"local_day, count, stats, {UtcText.template % {'expressions': 'created_at'}}, " + (
-    UtcText.template % {"expressions": "updated_at"}
-)
-
-# Whether any day of the (human, type) is stale (the partial index of stale days answers it),
-# and the page, in one round trip: the common case, nothing stale, needs no other.
-_ROLLUP_PAGE = f"""
-SELECT stale.found, page.*
-FROM (
-    SELECT EXISTS (
-        SELECT 1 FROM data_api_daystat WHERE human_id = %s AND type = %s AND generation > done_generation
-    ) AS found
-) stale LEFT JOIN LATERAL (
-    SELECT {_DAY_COLUMNS} FROM data_api_daystat WHERE {{conditions}}
-    ORDER BY local_day DESC OFFSET %s LIMIT %s
-) page ON true
-"""
-
-
-def _rollup_page(conditions: str, params: list[Any], window: Window) -> tuple[bool, list[tuple[Any, ...]]]:
-    human_id, kind = params[:2]
-    with db.cursor() as cursor:
-        cursor.execute(
-            _ROLLUP_PAGE.format(conditions=conditions), [human_id, kind, *params, window.offset, window.limit]
-        )
-        found = cursor.fetchall()
-    return bool(found[0][0]), [row[1:] for row in found if row[1] is not None]
-
-
-def _rollup_count(conditions: str, params: list[Any]) -> int:
-    with db.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM data_api_daystat WHERE {conditions}", params)
-        return int(cursor.fetchone()[0])
 
 
 def summary_of_day(*, human: Human, kind: str, day: date) -> dict[str, Any] | None:
@@ -326,3 +442,35 @@ def summary_of_day(*, human: Human, kind: str, day: date) -> dict[str, Any] | No
 def latest_summary(*, human: Human, kind: str) -> dict[str, Any] | None:
     page = summary_page(human=human, kind=kind, filters=Filters(), window=Window(1, 0))
     return page.items[0] if page.items else None
+
+
+# --- every Human of an Application (the batch feed) ----------------------------------------------
+
+
+def app_summary_page(*, application: Application, kind: str, filters: Filters, window: Window) -> Page:
+    """The chosen daily summaries of every Human of the Application, oldest change first (a
+    client pulls incrementally with `updated_since`), each with its `humanId`."""
+    if db.vendor != "postgresql":
+        humans = list(Human.objects.filter(application=application).select_related("application"))
+        found = sorted(_on_the_fly(humans, kind, filters), key=lambda hs: (hs[1].updated_at, hs[0], hs[1].day))
+        chosen = found[window.offset : window.offset + window.limit]
+        return Page([summary_json(h, s) for h, s in chosen], len(found), window.limit, window.offset)
+    refresh_stale(None, stored_types(kind), application)
+    scope = "d.human_id IN (SELECT h.id FROM connect_human h WHERE h.application_id = %s)"
+    chosen_sql, where, params = _chosen_sql(scope, [application.pk], kind, filters, application.pk)
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.human_id, c.local_day, c.source, c.count, c.stats, {_TIMES} FROM ({chosen_sql}) c "
+            f"WHERE {where} ORDER BY c.updated_at, c.human_id, c.local_day OFFSET %s LIMIT %s",
+            [*params, window.offset, window.limit],
+        )
+        rows = cursor.fetchall()
+        cursor.execute(f"SELECT count(*) FROM ({chosen_sql}) c WHERE {where}", params)
+        total = int(cursor.fetchone()[0])
+    items = [
+        day_json(
+            human_id, kind, day, count, json.loads(stats) if isinstance(stats, str) else stats, created, updated, source
+        )
+        for human_id, day, source, count, stats, created, updated in rows
+    ]
+    return Page(items, total, window.limit, window.offset)

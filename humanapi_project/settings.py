@@ -200,8 +200,18 @@ RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", "")
 # Empty: one key derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
-# Slugs Connect offers (empty: every source that is configured).
+# Slugs Connect offers (empty: every source that is configured; Demo only with DEMO_MODE=1
+# or when named here).
 SOURCES_ENABLED = env_list("SOURCES_ENABLED", [])
+# Which source answers a day's summary when a Human has several (comma-separated slugs, first
+# wins; sources not named follow in the order the Human connected them). An Application may
+# set its own.
+SOURCE_PRIORITY = env_list("SOURCE_PRIORITY", [])
+# Provider endpoints on plain http (an emulator, a local proxy) are refused unless this is set.
+ALLOW_HTTP_PROVIDERS = env_bool("ALLOW_HTTP_PROVIDERS", False)
+if ALLOW_HTTP_PROVIDERS:
+    # requests-oauthlib refuses http authorize and token URLs unless oauthlib is told so.
+    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
 # Outbound requests name this server, so a provider's own audit log shows who called.
 OUTBOUND_USER_AGENT = env_str("OUTBOUND_USER_AGENT", "HumanAPI-SelfHosted/1.0 (data aggregation server)")
 # Providers may grant fewer scopes than asked; that is theirs to decide, not an error.
@@ -260,6 +270,8 @@ SYNC_CLAIM_TIMEOUT = env_int("SYNC_CLAIM_TIMEOUT", 900, minimum=60)
 # First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
 # Retry-After is a floor.
 SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30, minimum=1)
+# A run in which some types failed (a 404, a 403, a provider down) syncs again this soon.
+SYNC_FAILED_TYPE_RETRY = env_int("SYNC_FAILED_TYPE_RETRY", 900, minimum=60)
 
 LOGGING = {
     "version": 1,

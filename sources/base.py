@@ -10,12 +10,18 @@ to the engine in `sources.sync`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 from .http import ProviderHttp
+from .types import RECORD_TYPES
+
+# SOURCE_<SLUG>_<KEY> settings every source may have, and what they must be. The system checks
+# (`sources.checks`) refuse a malformed one at startup, naming it.
+URL_SETTINGS = ("AUTHORIZE_URL", "TOKEN_URL", "API_URL")
+INTEGER_SETTINGS = {"HISTORY_DAYS": 1, "LOOKBACK_DAYS": 0, "SYNC_INTERVAL": 60, "PER_PAGE": 1}
 
 
 class AuthKind(enum.StrEnum):
@@ -54,10 +60,20 @@ class Record:
     value: float | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     source_data: Mapping[str, Any] = field(default_factory=dict)
+    # The local day the provider files it under, where it says (Oura's `day`, Fitbit's
+    # `dateOfSleep`, a daily total's date). Otherwise it is derived (see `local_day`).
+    day: date | None = None
 
     @property
     def local_day(self) -> date:
-        return (self.start_time + timedelta(minutes=self.tz_offset)).date()
+        """The day a person files it under: the provider's day; else the local day it ends on
+        for types filed by their end (a sleep belongs to the morning after); else the local
+        day it starts on."""
+        if self.day is not None:
+            return self.day
+        kind = RECORD_TYPES.get(self.type)
+        moment = self.end_time if kind is not None and kind.day_of == "end" and self.end_time else self.start_time
+        return (moment + timedelta(minutes=self.tz_offset)).date()
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,15 @@ class Window:
     also: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """Items of a page that could not be read: how many, of which record type, and why."""
+
+    type: str
+    reason: str
+    count: int = 1
+
+
 @dataclass
 class RawPage:
     """One provider response, as fetched. `cursor` is the plugin's cursor once this page is stored."""
@@ -80,13 +105,27 @@ class RawPage:
     payload: Any
     cursor: dict[str, Any] | None = None
     window: Window | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[Unreadable] = field(default_factory=list)
 
-    def skipped(self, reason: str) -> None:
-        """An item of this page could not be read and is left out. It may still exist at the
-        provider, so the page no longer vouches for deletions: its window is dropped."""
+    def skipped(self, reason: str, *, type: str | None = None, count: int = 1) -> None:
+        """`count` items of record type `type` could not be read and are left out; the engine
+        counts them in the run and the connection's status, with the first reasons. They may
+        still exist at the provider, so the page no longer vouches for deletions: its window
+        is dropped. `type` defaults to the window's type, else the page's."""
+        kind = type or (self.window.type if self.window is not None else self.type)
+        self.unreadable.append(Unreadable(kind, reason[:300], count))
         self.window = None
 
-    context: dict[str, Any] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class Collection:
+    """One independently fetched part of a source (an endpoint, a provider data type): the
+    unit that fails alone. A collection that fails (403, 404, 5xx after retries) is reported
+    for its `types` and retried by the next run, and the run goes on with the others."""
+
+    name: str
+    types: tuple[str, ...]
 
 
 @dataclass
@@ -123,6 +162,13 @@ class SourcePlugin:
     def setting(self, key: str, default: str = "") -> str:
         return self.settings.get(key, "") or default
 
+    def int_setting(self, key: str, default: int) -> int:
+        """An integer SOURCE_<SLUG>_<KEY>; a malformed one fails the system checks at startup
+        (`sources.checks`), so here it only falls back to the default."""
+        raw = self.setting(key).strip()
+        minimum = INTEGER_SETTINGS.get(key, 0)
+        return int(raw) if raw.isdigit() and int(raw) >= minimum else default
+
     @property
     def api_url(self) -> str:
         return self.setting("API_URL", self.default_api_url).rstrip("/")
@@ -134,6 +180,10 @@ class SourcePlugin:
     @property
     def authorize_url(self) -> str:
         return self.setting("AUTHORIZE_URL", self.default_authorize_url)
+
+    def check_settings(self) -> None:
+        """Raise ImproperlyConfigured, naming the setting, for a setting of this source's own
+        that is malformed (the common ones are checked by `sources.checks`)."""
 
     def is_available(self) -> bool:
         """Whether Connect offers this source (OAuth sources need a client id)."""
@@ -154,6 +204,15 @@ class SourcePlugin:
         raise RefreshRefused("this source has no token refresh")
 
     # --- sync ----------------------------------------------------------------------------
+    def collections(self, ctx: SyncContext) -> Sequence[Collection]:
+        """The parts of this source that are fetched (and fail) independently, in order.
+        By default the whole source is one collection, fetched by `fetch`."""
+        return (Collection("all", self.data_types),)
+
+    def fetch_collection(self, ctx: SyncContext, collection: Collection) -> Iterator[RawPage]:
+        """Raw pages of one collection since the cursor. By default, `fetch`."""
+        return self.fetch(ctx)
+
     def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
         raise NotImplementedError
 

@@ -73,6 +73,7 @@ class SyncKind(models.TextChoices):
 class SyncOutcome(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # finished, but some items or types could not be read
     FAILED = "failed"
     RETRYING = "retrying"
     REAUTH_REQUIRED = "reauth_required"
@@ -89,6 +90,10 @@ class SyncRun(models.Model):
     counts = models.JSONField(default=dict, blank=True)
     pages = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
+    # {"shifts": ["start_date.timestamp is missing", ...]}: the first reasons, per type
+    unreadable = models.JSONField(default=dict, blank=True)
+    # {"timeclocks": "Humanity answered 403 ..."}: types whose collection failed in this run
+    failures = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["connection", "-started_at"], name="syncrun_conn_started_idx")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from .base import (
+    Collection,
     PermanentError,
     RateLimited,
     RefreshRefused,
@@ -28,11 +29,12 @@ from .base import (
     SyncContext,
     TokenRejected,
     TransientError,
+    Window,
 )
 from .http import ProviderHttp
 from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
 from .registry import get_plugin
-from .upsert import TypeCounts, delete_missing, stored_id, upsert_records
+from .upsert import TypeCounts, count_in_window, delete_missing, stored_id, upsert_records
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +54,62 @@ class RetryLater(Exception):
 
 @dataclass
 class RunTotals:
+    """What one run read and wrote, per record type, and what it could not read."""
+
     counts: dict[str, TypeCounts] = field(default_factory=dict)
     pages: int = 0
+    # type -> the first reasons items of that type could not be read
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+    # type -> why its collection failed in this run
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def of(self, kind: str) -> TypeCounts:
+        return self.counts.setdefault(kind, TypeCounts())
 
     def add(self, kind: str, created: int = 0, updated: int = 0, deleted: int = 0) -> None:
-        entry = self.counts.setdefault(kind, TypeCounts())
+        entry = self.of(kind)
         entry.created += created
         entry.updated += updated
         entry.deleted += deleted
 
+    def unreadable(self, kind: str, reason: str, count: int) -> None:
+        entry = self.of(kind)
+        entry.read += count
+        entry.unreadable += count
+        reasons = self.reasons.setdefault(kind, [])
+        if len(reasons) < MAX_REASONS and reason not in reasons:
+            reasons.append(reason)
+
+    def failed(self, kinds: tuple[str, ...], reason: str) -> None:
+        for kind in kinds:
+            self.failures.setdefault(kind, reason)
+
+    def wholly_unreadable(self) -> list[str]:
+        """Types of which items were read but none could be: a failure of that type."""
+        return sorted(k for k, c in self.counts.items() if c.unreadable and c.unreadable == c.read)
+
     def as_json(self) -> dict[str, dict[str, int]]:
-        return {
-            k: {"created": c.created, "updated": c.updated, "deleted": c.deleted}
-            for k, c in sorted(self.counts.items())
-        }
+        return {k: c.as_json() for k, c in sorted(self.counts.items())}
 
     @property
     def changed(self) -> bool:
         return any(c.created or c.updated or c.deleted for c in self.counts.values())
+
+    @property
+    def unreadable_by_type(self) -> dict[str, int]:
+        return {k: c.unreadable for k, c in sorted(self.counts.items()) if c.unreadable}
+
+    def details(self) -> str:
+        """One sentence an operator (or the app's support) reads: what could not be read."""
+        parts = []
+        for kind, n in self.unreadable_by_type.items():
+            parts.append(f"{n} {kind} item(s) could not be read ({'; '.join(self.reasons.get(kind, []))})")
+        for kind, reason in sorted(self.failures.items()):
+            parts.append(f"{kind} failed: {reason}")
+        return ". ".join(parts)
+
+
+MAX_REASONS = 5
 
 
 # --- claiming ------------------------------------------------------------------------------
@@ -183,7 +223,8 @@ def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> 
             if not connection.is_active:
                 break
             run = _run(connection, http or ProviderHttp())
-            if run.outcome != SyncOutcome.SUCCEEDED or not release_sync(connection_id, claim):
+            finished = run.outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)
+            if not finished or not release_sync(connection_id, claim):
                 break
     finally:
         drop_claim(connection_id, claim)
@@ -202,6 +243,7 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
         if plugin is None:
             raise PermanentError(f"source {connection.source!r} is not installed")
         _fetch_and_store(connection, plugin, http, history, totals, run)
+        outcome, error = _judge(plugin, totals)
     except SyncCancelled as exc:
         outcome, error = SyncOutcome.CANCELLED, str(exc)
     except RefreshRefused as exc:
@@ -217,9 +259,14 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     now = timezone.now()
     run.outcome, run.error, run.finished_at = outcome, error, now
     run.counts, run.pages = totals.as_json(), totals.pages
-    run.save(update_fields=["outcome", "error", "finished_at", "counts", "pages"])
-    if outcome == SyncOutcome.SUCCEEDED:
+    run.unreadable, run.failures = totals.reasons, totals.failures
+    run.save(update_fields=["outcome", "error", "finished_at", "counts", "pages", "unreadable", "failures"])
+    if totals.unreadable_by_type or totals.failures:
+        log.warning("sync of connection %s (%s) was partial: %s", connection.pk, connection.source, totals.details())
+    if outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL):
         interval = (plugin.sync_interval if plugin else None) or _interval(connection.source)
+        if totals.failures:  # the failed types are tried again sooner than the schedule
+            interval = min(interval, settings.SYNC_FAILED_TYPE_RETRY)
         updates: dict[str, Any] = {"last_synced_at": now, "next_sync_at": now + timedelta(seconds=interval)}
         if history:
             updates["history_synced_at"] = now
@@ -235,6 +282,24 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     if outcome == SyncOutcome.RETRYING:
         raise RetryLater(error, retry_after)
     return run
+
+
+def _judge(plugin: SourcePlugin, totals: RunTotals) -> tuple[SyncOutcome, str]:
+    """A finished run's outcome: succeeded; partial when items or types could not be read (a
+    type none of whose items could be read has failed); failed when no type could be read."""
+    for kind in totals.wholly_unreadable():
+        totals.failed((kind,), "no item could be read")
+    if not totals.failures and not totals.unreadable_by_type:
+        return SyncOutcome.SUCCEEDED, ""
+    if totals.failures and set(totals.failures) >= set(plugin.data_types) - _unfetched(plugin, totals):
+        return SyncOutcome.FAILED, totals.details()
+    return SyncOutcome.PARTIAL, totals.details()
+
+
+def _unfetched(plugin: SourcePlugin, totals: RunTotals) -> set[str]:
+    """Declared types this run had nothing to say about (no item, no failure): they don't count
+    for or against a run whose every fetched type failed."""
+    return {k for k in plugin.data_types if k not in totals.failures and not totals.of(k).read}
 
 
 CANCELLED = "stopped: the connection was disconnected or reconnected while the sync ran"
@@ -255,27 +320,61 @@ def _interval(slug: str) -> int:
 def _fetch_and_store(
     connection: Connection, plugin: SourcePlugin, http: ProviderHttp, history: bool, totals: RunTotals, run: SyncRun
 ) -> None:
-    credentials = fresh_credentials(connection, plugin, http)
+    """Each collection in turn. One that fails for good (or stays unreachable through the
+    in-place retries) is recorded for its types and the others go on; its cursor did not move,
+    so the next run tries it again. A rate limit stops the whole run: it is the app's budget."""
+    holder = _Credentials(fresh_credentials(connection, plugin, http))
+    for collection in plugin.collections(_context(connection, plugin, http, history, holder.value)):
+        try:
+            _fetch_collection(connection, plugin, http, history, totals, run, collection, holder)
+        except (PermanentError, TransientError) as exc:
+            if isinstance(exc, TransientError) and not isinstance(exc, PermanentError):
+                reason = f"unreachable after retries: {exc}"
+            else:
+                reason = str(exc)
+            log.warning("sync of connection %s: %s failed: %s", connection.pk, collection.name, reason)
+            totals.failed(collection.types, reason[:300])
+
+
+@dataclass
+class _Credentials:
+    value: dict[str, Any]
+
+
+def _context(
+    connection: Connection, plugin: SourcePlugin, http: ProviderHttp, history: bool, credentials: dict[str, Any]
+) -> SyncContext:
+    return SyncContext(
+        connection_id=connection.pk,
+        external_user_id=connection.external_user_id,
+        credentials=credentials,
+        cursor=dict(connection.cursor),
+        history=history,
+        now=timezone.now(),
+        http=http,
+        settings=plugin.settings,
+    )
+
+
+def _fetch_collection(
+    connection: Connection,
+    plugin: SourcePlugin,
+    http: ProviderHttp,
+    history: bool,
+    totals: RunTotals,
+    run: SyncRun,
+    collection: Collection,
+    holder: _Credentials,
+) -> None:
     # A rejected token is refreshed once; again only after pages were stored with the new one
     # (a long history outlives several token lifetimes), never twice in a row.
     refreshed_at_page: int | None = None
     while True:
-        ctx = SyncContext(
-            connection_id=connection.pk,
-            external_user_id=connection.external_user_id,
-            credentials=credentials,
-            cursor=dict(connection.cursor),
-            history=history,
-            now=timezone.now(),
-            http=http,
-            settings=plugin.settings,
-        )
+        ctx = _context(connection, plugin, http, history, holder.value)
         try:
-            for page in plugin.fetch(ctx):
-                _store_page(connection, plugin, ctx, page, totals)
-                if page.cursor is not None:
-                    connection.cursor = {**connection.cursor, **page.cursor}
-                    ctx.cursor = dict(connection.cursor)
+            for page in plugin.fetch_collection(ctx, collection):
+                connection.cursor = _store_page(connection, plugin, ctx, page, totals)
+                ctx.cursor = dict(connection.cursor)
                 if totals.pages % 20 == 0:
                     SyncRun.objects.filter(pk=run.pk).update(pages=totals.pages, counts=totals.as_json())
             return
@@ -283,14 +382,23 @@ def _fetch_and_store(
             if refreshed_at_page == totals.pages:
                 raise
             refreshed_at_page = totals.pages
-            credentials = fresh_credentials(
-                connection, plugin, http, rejected_token=str(credentials.get("access_token", ""))
+            holder.value = fresh_credentials(
+                connection, plugin, http, rejected_token=str(holder.value.get("access_token", ""))
             )
 
 
-def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, page: Any, totals: RunTotals) -> None:
+def _store_page(
+    connection: Connection, plugin: SourcePlugin, ctx: SyncContext, page: Any, totals: RunTotals
+) -> dict[str, Any]:
+    """Write one page with its cursor in one transaction; returns the connection's new cursor."""
     records = plugin.normalize(page, ctx)  # outside the transaction: pure computation
+    for item in page.unreadable:
+        totals.unreadable(item.type, item.reason, item.count)
+        log.info("connection %s: %s %s item(s) unreadable: %s", connection.pk, item.count, item.type, item.reason)
+    for record in records:
+        totals.of(record.type).read += 1
     now = timezone.now()
+    cursor = {**connection.cursor, **(page.cursor or {})}
     with transaction.atomic():
         counts = upsert_records(
             records, human_id=connection.human_id, connection_id=connection.pk, source=connection.source, now=now
@@ -298,18 +406,12 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
         for kind, c in counts.items():
             totals.add(kind, created=c.created, updated=c.updated)
         if page.window is not None:
-            window = page.window
-            for kind in (window.type, *window.also):
-                seen = {stored_id(r.external_id) for r in records if r.type == kind}
-                deleted = delete_missing(
-                    connection_id=connection.pk, kind=kind, start=window.start, end=window.end, seen=seen
-                )
-                if deleted:
-                    totals.add(kind, deleted=deleted)
+            empties = _delete_missing(connection, page.window, records, totals, cursor.get(EMPTY_KEY) or {})
+            cursor[EMPTY_KEY] = empties
         moved: dict[str, Any] = {}
-        if page.cursor is not None:
+        if cursor != connection.cursor:
             # The cursor moves in the same transaction as the page it describes.
-            moved["cursor"] = {**connection.cursor, **page.cursor}
+            moved["cursor"] = cursor
         if records:
             oldest = min(r.local_day for r in records)
             moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
@@ -319,3 +421,49 @@ def _store_page(connection: Connection, plugin: SourcePlugin, ctx: SyncContext, 
         if moved and not _claimed(connection).update(**moved):
             raise SyncCancelled(CANCELLED)
     totals.pages += 1
+    return cursor
+
+
+# The engine's own part of a connection's cursor: per type, the windows the provider last
+# answered with nothing at all, as [[start, end], ...] in ISO 8601.
+EMPTY_KEY = "~empty"
+MAX_EMPTY_WINDOWS = 64
+
+
+def _delete_missing(
+    connection: Connection, window: Window, records: list[Any], totals: RunTotals, empties: dict[str, Any]
+) -> dict[str, Any]:
+    """Delete what the provider no longer returns in `window`. An answer with nothing at all
+    for a type is doubtful (a provider hiccup, a lapsed scope): what it would delete is held
+    until the provider answers nothing for the same span again, in a later page or run."""
+    empties = dict(empties)
+    span = (window.start, window.end)
+    for kind in (window.type, *window.also):
+        seen = {stored_id(r.external_id) for r in records if r.type == kind}
+        before = [_span(item) for item in empties.get(kind, [])]
+        overlapping = [old for old in before if old[0] < span[1] and span[0] < old[1]]
+        rest = [old for old in before if old not in overlapping]
+        if seen:
+            deleted = delete_missing(
+                connection_id=connection.pk, kind=kind, start=window.start, end=window.end, seen=seen
+            )
+            after = rest
+        else:
+            deleted = 0
+            for old in overlapping:  # the second empty answer for this span: it is so
+                start, end = max(span[0], old[0]), min(span[1], old[1])
+                deleted += delete_missing(connection_id=connection.pk, kind=kind, start=start, end=end, seen=set())
+            held = count_in_window(connection_id=connection.pk, kind=kind, start=window.start, end=window.end)
+            totals.of(kind).held += held
+            after = [*rest, span] if held else rest
+        if deleted:
+            totals.add(kind, deleted=deleted)
+        if after:
+            empties[kind] = [[a.isoformat(), b.isoformat()] for a, b in after[-MAX_EMPTY_WINDOWS:]]
+        else:
+            empties.pop(kind, None)
+    return empties
+
+
+def _span(item: Any) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(item[0]), datetime.fromisoformat(item[1])

@@ -17,6 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection as db
+from django.db.models import QuerySet
+
+from data_api.models import Record as StoredRecord
 
 from .base import Record
 
@@ -41,9 +44,22 @@ TABLE = "data_api_record"
 
 @dataclass
 class TypeCounts:
+    read: int = 0  # items the provider sent, readable or not
     created: int = 0
     updated: int = 0
     deleted: int = 0
+    unreadable: int = 0
+    held: int = 0  # stored records kept although their window came back empty (see sync)
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "read": self.read,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unreadable": self.unreadable,
+            "held": self.held,
+        }
 
 
 # One encoder for every record: json.dumps with options builds a new encoder per call. Sorted
@@ -201,10 +217,16 @@ def _upsert_generic(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tupl
 
 def delete_missing(*, connection_id: str, kind: str, start: datetime, end: datetime, seen: set[str]) -> int:
     """Delete records of a re-pulled window that the provider no longer returns."""
-    from data_api.models import Record as StoredRecord
-
-    stale = StoredRecord.objects.filter(
-        connection_id=connection_id, type=kind, start_time__gte=start, start_time__lt=end
-    ).exclude(external_id__in=seen)
+    stale = _in_window(connection_id, kind, start, end).exclude(external_id__in=seen)
     deleted, _ = stale.delete()
     return deleted
+
+
+def count_in_window(*, connection_id: str, kind: str, start: datetime, end: datetime) -> int:
+    return _in_window(connection_id, kind, start, end).count()
+
+
+def _in_window(connection_id: str, kind: str, start: datetime, end: datetime) -> QuerySet[StoredRecord]:
+    return StoredRecord.objects.filter(
+        connection_id=connection_id, type=kind, start_time__gte=start, start_time__lt=end
+    )

@@ -239,7 +239,10 @@ def test_it_summarizes_one_source_the_same_way(alice: Persona) -> None:
     client = access_client(alice.human)
     every = client.get("/v1/human/activities/summaries").json()[0]
     demo_only = client.get("/v1/human/activities/summaries", {"source": "demo"}).json()[0]
-    assert (every["steps"], demo_only["steps"]) == (5050, 1050)
+    other_only = client.get("/v1/human/activities/summaries", {"source": "otherwatch"}).json()[0]
+    # One source answers for the day (the first connected), never the sum of both.
+    assert (every["steps"], every["source"]) == (1050, "demo")
+    assert (demo_only["steps"], other_only["steps"]) == (1050, 4000)
     assert set(every) == set(demo_only)
     ranged = client.get("/v1/human/activities/summaries", {"start_date": "2026-03-02", "end_date": "2026-03-09"})
     assert ranged.json() == [] and ranged.headers["X-Total-Count"] == "0"
