@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from .services import (
     resolve_connect_token,
     token_exchange,
 )
+
+log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 OAUTH_ASSETS = Path(__file__).resolve().parent / "oauth_assets"
@@ -389,6 +392,10 @@ def oauth_start_view(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except OAuthProblem as exc:
         return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=exc.message), exc.status)
+    except Exception:
+        # A person in a popup must read what happened, never a bare server error.
+        log.exception("starting the %s sign-in failed", slug)
+        return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=_unavailable(slug)), 503)
     response = keep_opener(HttpResponseRedirect(url))
     response["Referrer-Policy"] = "no-referrer"  # the Connect token is in this URL
     response["Cache-Control"] = "no-store"
@@ -419,6 +426,10 @@ def oauth_callback_view(request: HttpRequest) -> HttpResponse:
     except OAuthProblem as exc:
         outcome = OAuthOutcome(ok=False, slug=exc.slug, message=exc.message, state=exc.state)
         status = exc.status
+    except Exception:
+        log.exception("completing a sign-in failed")
+        outcome = OAuthOutcome(ok=False, slug="", message=_unavailable(""))
+        status = 503
     redirect_token = outcome.redirect_token
     if redirect_token and outcome.state is not None:
         # Redirect mode: back to the Connect page, which shows the (signed) result.
@@ -429,6 +440,14 @@ def oauth_callback_view(request: HttpRequest) -> HttpResponse:
         response["Cache-Control"] = "no-store"
         return response
     return _oauth_page(request, outcome, status)
+
+
+def _unavailable(slug: str) -> str:
+    name = _name(slug) if slug else "The provider"
+    return (
+        f"{name} can't be connected right now: this server could not complete the sign-in. Nothing was "
+        "connected. Please close this window and try again later; if it keeps happening, tell the app's support."
+    )
 
 
 def keep_opener(response: HttpResponse) -> HttpResponse:

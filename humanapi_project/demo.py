@@ -4,6 +4,8 @@ exactly as a real client app's server would."""
 
 import json
 import secrets
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 
 import requests
@@ -11,6 +13,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
+
+from .errors import error_response
 
 DEMO_USER_COOKIE = "demo_user"
 
@@ -73,4 +77,22 @@ def data(request: HttpRequest) -> JsonResponse:
     )
 
 
-urlpatterns = [path("", page, name="demo-page"), path("data", data, name="demo-data")]
+def _explained(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """The demo page answers what is missing, never a bare server error."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        try:
+            return view(request)
+        except FileNotFoundError:
+            message = (
+                f"The demo application is not set up ({settings.DEMO_CREDENTIALS_FILE} is missing): run scripts/demo."
+            )
+        except (requests.RequestException, ValueError, KeyError):
+            message = "The demo page could not reach this server's own API; is it running where this page is served?"
+        return error_response(503, message, request)
+
+    return wrapper
+
+
+urlpatterns = [path("", _explained(page), name="demo-page"), path("data", _explained(data), name="demo-data")]

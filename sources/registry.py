@@ -34,8 +34,16 @@ def get_plugin(slug: str) -> SourcePlugin | None:
     return cls(source_settings(slug)) if cls else None
 
 
+def enabled_slugs() -> set[str]:
+    """SOURCES_ENABLED, or every installed source; Demo (made-up data any user could feed to a
+    tenant) only in demo mode or when named."""
+    if settings.SOURCES_ENABLED:
+        return set(settings.SOURCES_ENABLED)
+    return {slug for slug in plugin_classes() if slug != "demo" or settings.DEMO_MODE}
+
+
 def enabled_plugins() -> list[SourcePlugin]:
     """Sources Connect offers: every plugin the operator hasn't disabled and that is configured."""
-    enabled = set(settings.SOURCES_ENABLED) or set(plugin_classes())
+    enabled = enabled_slugs()
     plugins = [cls(source_settings(slug)) for slug, cls in plugin_classes().items() if slug in enabled]
     return [plugin for plugin in plugins if plugin.is_available()]

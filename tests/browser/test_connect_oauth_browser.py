@@ -60,7 +60,7 @@ def oura_stack(
         "SOURCE_OURA_TOKEN_URL": oura.url + "/oauth/token",
         "SOURCE_OURA_API_URL": oura.url,
         "SOURCE_OURA_HISTORY_DAYS": str(HISTORY_DAYS),
-        "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the emulator speaks plain HTTP on 127.0.0.1
+        "ALLOW_HTTP_PROVIDERS": "1",  # the emulator speaks plain HTTP on 127.0.0.1
     }
     stack = start_stack(tmp_path_factory.mktemp("oura-live"), settings)
     try:

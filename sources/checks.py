@@ -1,0 +1,77 @@
+"""System checks of the sources' settings: a mistake stops `manage.py check`, `migrate`,
+`runserver` and the workers at startup, naming the setting, instead of reaching a user."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import INTEGER_SETTINGS, URL_SETTINGS
+from .registry import plugin_classes, source_settings
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+
+
+@checks.register("sources")
+def check_source_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    installed = plugin_classes()
+    for slug, cls in installed.items():
+        values = source_settings(slug)
+        for key in URL_SETTINGS:
+            if values.get(key):
+                errors.extend(_url_errors(f"SOURCE_{slug.upper()}_{key}", values[key]))
+        for key, minimum in INTEGER_SETTINGS.items():
+            raw = values.get(key, "")
+            if raw and not (raw.strip().isdigit() and int(raw) >= minimum):
+                name = f"SOURCE_{slug.upper()}_{key}"
+                errors.append(_error(f"{name} must be a whole number of at least {minimum}, got {raw!r}", "E002"))
+        try:
+            plugin = cls(values)
+            plugin.check_settings()
+        except ImproperlyConfigured as exc:
+            errors.append(_error(str(exc), "E003"))
+    for name in ("SOURCES_ENABLED", "SOURCE_PRIORITY"):
+        unknown = [slug for slug in getattr(settings, name) if slug not in installed]
+        if unknown:
+            errors.append(_error(f"{name} names unknown sources: {', '.join(unknown)} (known: {', '.join(installed)})"))
+    return errors
+
+
+def _url_errors(name: str, value: str) -> list[checks.CheckMessage]:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.match(parts.netloc.split(":")[0]):
+        return [_error(f"{name} is not an http(s) URL: {value!r}", "E001")]
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return [_error(f"{name} has a malformed port: {value!r}", "E001")]
+    if parts.username or parts.password:
+        return [_error(f"{name} must not carry credentials in the URL", "E001")]
+    if parts.scheme == "http" and not settings.ALLOW_HTTP_PROVIDERS:
+        return [
+            _error(
+                f"{name} is plain http ({value!r}); use https, or set ALLOW_HTTP_PROVIDERS=1 for an emulator or "
+                "local development",
+                "E004",
+            )
+        ]
+    return []
+
+
+def _error(message: str, code: str = "E005") -> checks.Error:
+    return checks.Error(message, id=f"sources.{code}")
+
+
+def refuse_to_start_on_errors() -> None:
+    """For processes that don't run Django's checks themselves (gunicorn, Celery workers): stop
+    with the settings' names rather than serve, or sync, with a broken configuration."""
+    found = [m for m in checks.run_checks(tags=["sources"]) if m.is_serious()]
+    if found:
+        raise ImproperlyConfigured("; ".join(str(m.msg) for m in found))
