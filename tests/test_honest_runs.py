@@ -215,3 +215,30 @@ def test_it_shows_runs_with_their_reasons_in_the_application_api(alice: Persona)
     assert run["outcome"] == "partial"
     assert run["unreadable"] == {"shifts": ["item s1: value is missing"]}
     assert run["failures"] == {"weight": "weights answered 404"}
+
+
+def test_it_knows_every_type_each_source_declares() -> None:
+    from sources.types import RECORD_TYPES
+
+    for slug, cls in plugin_classes().items():
+        unknown = set(cls.data_types) - set(RECORD_TYPES)
+        assert not unknown, f"{slug} declares types no route serves: {unknown}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_no_record_of_a_type_no_route_serves(alice: Persona) -> None:
+    connection = make_connection(alice.human, slug=SLUG)
+    original = TwoParts.normalize
+
+    def normalize(self: TwoParts, page: RawPage, ctx: SyncContext) -> list[Normalized]:
+        records = original(self, page, ctx)
+        return [*records, Normalized("daily_mood", "m1", T0, 0, value=3.0)]
+
+    TwoParts.normalize = normalize  # type: ignore[method-assign]  # a buggy plugin of this test
+    try:
+        run = sync(connection)
+    finally:
+        TwoParts.normalize = original  # type: ignore[method-assign]
+    assert not Record.objects.filter(type="daily_mood").exists()
+    assert run.outcome == SyncOutcome.PARTIAL and run.counts["daily_mood"]["unreadable"] == 2
+    assert "not a record type" in run.unreadable["daily_mood"][0]

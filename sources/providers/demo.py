@@ -270,6 +270,7 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
             start_time=_parse(sleep["start"]),
             end_time=_parse(sleep["end"]),
             tz_offset=tz,
+            day=date.fromisoformat(day),  # the night that ends on the morning of `day`
             fields={
                 "day": day,
                 "mainSleep": True,
