@@ -253,6 +253,7 @@ _CHOSEN = """
 SELECT DISTINCT ON (d.human_id, d.local_day)
     d.human_id, d.local_day, d.source, d.count, d.stats, d.created_at, d.updated_at
 FROM data_api_daystat d
+LEFT JOIN sources_connection conn ON conn.human_id = d.human_id AND conn.source = d.source
 WHERE {scope} AND d.type = ANY(%s) AND d.count > 0{narrow}
 ORDER BY d.human_id, d.local_day DESC,
     array_position(
@@ -260,8 +261,7 @@ ORDER BY d.human_id, d.local_day DESC,
          FROM connect_application a WHERE a.id = %s),
         d.source::text
     ) NULLS LAST,
-    (SELECT min(c.connected_at) FROM sources_connection c WHERE c.human_id = d.human_id AND c.source = d.source)
-        NULLS LAST,
+    conn.connected_at NULLS LAST,
     d.source,
     array_position(%s::text[], d.type::text)
 """
