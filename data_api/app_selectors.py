@@ -31,25 +31,6 @@ from .records import (
 from .selectors import connection_json
 from .summaries import SUMMARIZED, SUMMARY_KINDS, app_summary_page
 
-# Batch routes (`/users/{route}`) -> stored record type. Human API names these in the plural.
-BATCH_TYPES = {
-    "activities": "activities",
-    "sleeps": "sleeps",
-    "heart_rates": "heart_rate",
-    "weights": "weight",
-    "bmis": "bmi",
-    "body_fats": "body_fat",
-    "heights": "height",
-    "blood_pressures": "blood_pressure",
-    "blood_glucoses": "blood_glucose",
-    "blood_oxygens": "blood_oxygen",
-    "locations": "locations",
-    "meals": "meals",
-    "food/meals": "meals",
-    "shifts": "shifts",
-    "timeclocks": "timeclocks",
-}
-
 # Daily summaries served in batch: the Data API's summaries whose measures are all sums, so
 # they can be computed for every user of an Application in one grouped query.
 SUMMARY_SUMS = tuple(kind for kind in SUMMARY_KINDS if all(m.agg == "sum" for m in SUMMARIZED[kind]))

@@ -6,7 +6,9 @@ no type name is)."""
 
 from django.urls import URLPattern, path
 
-from .app_selectors import BATCH_TYPES, SUMMARY_SUMS
+from sources.types import BATCH_TYPES
+
+from .app_selectors import SUMMARY_SUMS
 from .app_views import (
     AuditView,
     BatchRecordsView,

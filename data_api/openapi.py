@@ -9,8 +9,9 @@ from typing import Any
 
 from connect.models import Actor
 from sources.models import ConnectionStatus, SyncKind, SyncOutcome
+from sources.types import BATCH_TYPES, RECORD_TYPES
 
-from .app_selectors import BATCH_TYPES, SUMMARY_SUMS
+from .app_selectors import SUMMARY_SUMS
 from .records import DEFAULT_LIMIT, MAX_LIMIT, MEASUREMENTS, PERIODIC
 
 Schema = dict[str, Any]
@@ -273,15 +274,8 @@ HEADERS: dict[str, Schema] = {
 }
 
 
-PERIOD_SCHEMA = {
-    "activities": "Activity",
-    "sleeps": "Sleep",
-    "locations": "Location",
-    "meals": "Meal",
-    "shifts": "Shift",
-    "timeclocks": "Timeclock",
-}
-SUMMARY_SCHEMA = {"activities": "ActivitySummary", "sleeps": "SleepSummary", "heart_rate": "HeartRateSummary"}
+PERIOD_SCHEMA = {t.name: t.schema for t in RECORD_TYPES.values() if t.kind == "period"}
+SUMMARY_SCHEMA = {t.name: t.summary_schema for t in RECORD_TYPES.values() if t.summary_schema}
 
 
 def _param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:
@@ -358,7 +352,7 @@ REF_PARAM = _param("ref", "path", STR, "A summary id, or a local day YYYY-MM-DD.
 
 
 def _reading_ref(kind: str) -> Schema:
-    return ref("BloodPressureReading" if kind == "blood_pressure" else "Reading")
+    return ref(RECORD_TYPES[kind].schema)
 
 
 def _record_ref(kind: str) -> Schema:

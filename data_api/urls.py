@@ -5,10 +5,9 @@ Order matters: fixed segments (`summaries`, `daily`, `readings`) come before `{i
 
 from django.urls import URLPattern, path, re_path
 
-from . import views
-from .records import MEASUREMENTS, PERIODIC
+from sources.types import MEASUREMENTS, PERIODIC, SUMMARIZED_ROUTES
 
-SUMMARIZED_ROUTES = {"activities": "activities", "sleeps": "sleeps", "heart_rate": "heart_rate"}
+from . import views
 
 
 def _summary_routes(route: str, kind: str) -> list[URLPattern]:

@@ -22,26 +22,38 @@ class RecordType:
     day_of: Literal["start", "end"] = "start"
     # Daily totals: the periodic type whose daily summaries they answer for their source.
     summary_of: str = ""
+    # The Application API's batch routes (`/users/{batch}`), in Human API's plural names.
+    batch: tuple[str, ...] = ()
+    # The OpenAPI schema of one record, and of its daily summary where it has summaries.
+    schema: str = "Reading"
+    summary_schema: str = ""
 
 
 _TYPES = (
-    RecordType("heart_rate", "reading", "heart_rate"),
-    RecordType("blood_glucose", "reading", "blood_glucose"),
-    RecordType("blood_oxygen", "reading", "blood_oxygen"),
-    RecordType("blood_pressure", "reading", "blood_pressure"),
-    RecordType("bmi", "reading", "bmi"),
-    RecordType("body_fat", "reading", "body_fat"),
-    RecordType("height", "reading", "height"),
-    RecordType("weight", "reading", "weight"),
-    RecordType("activities", "period", "activities"),
-    RecordType("sleeps", "period", "sleeps", day_of="end"),
-    RecordType("locations", "period", "locations"),
-    RecordType("meals", "period", "food/meals"),
-    RecordType("shifts", "period", "shifts"),
-    RecordType("timeclocks", "period", "timeclocks"),
+    RecordType("heart_rate", "reading", "heart_rate", batch=("heart_rates",), summary_schema="HeartRateSummary"),
+    RecordType("blood_glucose", "reading", "blood_glucose", batch=("blood_glucoses",)),
+    RecordType("blood_oxygen", "reading", "blood_oxygen", batch=("blood_oxygens",)),
+    RecordType(
+        "blood_pressure", "reading", "blood_pressure", batch=("blood_pressures",), schema="BloodPressureReading"
+    ),
+    RecordType("bmi", "reading", "bmi", batch=("bmis",)),
+    RecordType("body_fat", "reading", "body_fat", batch=("body_fats",)),
+    RecordType("height", "reading", "height", batch=("heights",)),
+    RecordType("weight", "reading", "weight", batch=("weights",)),
+    RecordType(
+        "activities", "period", "activities", batch=("activities",), schema="Activity", summary_schema="ActivitySummary"
+    ),
+    RecordType(
+        "sleeps", "period", "sleeps", day_of="end", batch=("sleeps",), schema="Sleep", summary_schema="SleepSummary"
+    ),
+    RecordType("locations", "period", "locations", batch=("locations",), schema="Location"),
+    RecordType("meals", "period", "food/meals", batch=("meals", "food/meals"), schema="Meal"),
+    RecordType("shifts", "period", "shifts", batch=("shifts",), schema="Shift"),
+    RecordType("timeclocks", "period", "timeclocks", batch=("timeclocks",), schema="Timeclock"),
     # A provider's own totals of one local day (Oura daily_activity, Google Health daily
     # aggregates, Withings getactivity): steps, distance (m), calories (kcal, total),
-    # activeCalories, duration (active s), sedentary/light/moderate/vigorous (s).
+    # activeCalories, duration (active s), sedentary/light/moderate/vigorous (s). Served as
+    # that source's `/activities/summaries` for the day.
     RecordType("activity_summaries", "daily", summary_of="activities"),
 )
 
@@ -49,6 +61,10 @@ RECORD_TYPES: dict[str, RecordType] = {t.name: t for t in _TYPES}
 MEASUREMENTS: tuple[str, ...] = tuple(t.name for t in _TYPES if t.kind == "reading")
 # URL path -> stored type
 PERIODIC: dict[str, str] = {t.route: t.name for t in _TYPES if t.kind == "period"}
+# Batch route -> stored type
+BATCH_TYPES: dict[str, str] = {route: t.name for t in _TYPES for route in t.batch}
+# Types with daily summaries (`/{route}/summaries`): route -> stored type
+SUMMARIZED_ROUTES: dict[str, str] = {t.route: t.name for t in _TYPES if t.summary_schema}
 
 
 def daily_totals_of(kind: str) -> tuple[str, ...]:

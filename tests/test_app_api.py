@@ -10,11 +10,11 @@ from django.test import Client
 from django.utils import timezone
 
 from connect.models import AuditEntry, Human, Token
-from data_api.app_selectors import BATCH_TYPES
 from data_api.app_services import app_user_delete
 from data_api.models import Record
 from sources.models import Connection, SyncRun
 from sources.sync import connection_sync
+from sources.types import BATCH_TYPES
 from tests.app_client import app_call
 from tests.conftest import Persona
 from tests.factories import make_connection, make_human

@@ -17,10 +17,11 @@ from django.conf import LazySettings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
-from data_api.app_selectors import BATCH_TYPES, SUMMARY_SUMS
+from data_api.app_selectors import SUMMARY_SUMS
 from data_api.openapi import schema
 from sources.base import Record as NewRecord
 from sources.sync import connection_sync
+from sources.types import BATCH_TYPES
 from tests.app_client import app_call, basic
 from tests.data_api_helpers import T0, access_client, reading, store
 from tests.factories import Persona, make_connection, make_human

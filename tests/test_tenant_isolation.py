@@ -21,11 +21,12 @@ from django.urls import URLPattern, URLResolver
 from connect.models import Application, AuditEntry, Human, Token
 from connect.views import csrf_for
 from data_api import urls as data_urls
-from data_api.app_selectors import BATCH_TYPES, SUMMARY_SUMS
+from data_api.app_selectors import SUMMARY_SUMS
 from data_api.models import Notification, Record
 from data_api.records import MEASUREMENTS, PERIODIC
 from sources.models import Connection
 from sources.sync import connection_sync
+from sources.types import BATCH_TYPES
 from tests.app_client import basic
 from tests.conftest import Persona
 from tests.factories import make_application, make_connection, make_human
