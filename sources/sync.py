@@ -35,7 +35,7 @@ from .http import ProviderHttp
 from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
 from .registry import get_plugin
 from .types import RECORD_TYPES
-from .upsert import TypeCounts, count_in_window, delete_missing, stored_id, upsert_records
+from .upsert import TypeCounts, count_in_window, delete_missing, refresh_statistics, stored_id, upsert_records
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class RunTotals:
     reasons: dict[str, list[str]] = field(default_factory=dict)
     # type -> why its collection failed in this run
     failures: dict[str, str] = field(default_factory=dict)
+    analyzed_at: int = 0  # `written` when this run last had the tables analyzed
 
     def of(self, kind: str) -> TypeCounts:
         return self.counts.setdefault(kind, TypeCounts())
@@ -91,6 +92,10 @@ class RunTotals:
 
     def as_json(self) -> dict[str, dict[str, int]]:
         return {k: c.as_json() for k, c in sorted(self.counts.items())}
+
+    @property
+    def written(self) -> int:
+        return sum(c.created + c.updated + c.deleted for c in self.counts.values())
 
     @property
     def changed(self) -> bool:
@@ -275,6 +280,7 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
             outcome, run.outcome, run.error = SyncOutcome.CANCELLED, SyncOutcome.CANCELLED, CANCELLED
             run.save(update_fields=["outcome", "error"])
     if totals.changed:
+        refresh_statistics(totals.written - totals.analyzed_at)
         notify_data_updated(connection, run)
     if outcome == SyncOutcome.FAILED:
         from data_api.notifications import notify_connection_event
@@ -378,6 +384,8 @@ def _fetch_collection(
                 ctx.cursor = dict(connection.cursor)
                 if totals.pages % 20 == 0:
                     SyncRun.objects.filter(pk=run.pk).update(pages=totals.pages, counts=totals.as_json())
+                if totals.pages % 100 == 0 and refresh_statistics(totals.written - totals.analyzed_at):
+                    totals.analyzed_at = totals.written  # a long history is read while it is written
             return
         except TokenRejected:
             if refreshed_at_page == totals.pages:

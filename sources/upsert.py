@@ -230,3 +230,33 @@ def _in_window(connection_id: str, kind: str, start: datetime, end: datetime) ->
     return StoredRecord.objects.filter(
         connection_id=connection_id, type=kind, start_time__gte=start, start_time__lt=end
     )
+
+
+# The tables the Data API plans its reads on. Their statistics must follow large writes: a
+# first history sync turns an empty table into a large one, and until autovacuum's next
+# naptime (and its thresholds) every read would be planned for the empty table.
+ANALYZED_TABLES = ("data_api_record", "data_api_daystat", "data_api_typeversion", "data_api_listcache")
+_ANALYZE_LOCK = 7_340_101  # an advisory lock key of this project: one analyzing process at a time
+
+
+def refresh_statistics(written: int, *, share: float = 0.1) -> bool:
+    """After `written` rows were written to data_api_record: ANALYZE the Data API's tables when
+    that is more than `share` of the rows the planner believes the table has (PostgreSQL only;
+    the engine's own count, since the statistics views lag behind a busy backend). True if it
+    analyzed."""
+    if db.vendor != "postgresql" or written < 100:
+        return False
+    with db.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [TABLE])
+        believed = max(0.0, float(cursor.fetchone()[0]))  # -1: never analyzed
+        if written <= share * believed:
+            return False
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ANALYZE_LOCK])
+        if not cursor.fetchone()[0]:
+            return False  # another process is at it
+        try:
+            for name in ANALYZED_TABLES:  # names of this module, never input
+                cursor.execute(f"ANALYZE {name}")
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_ANALYZE_LOCK])
+    return True

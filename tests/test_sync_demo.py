@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -55,3 +56,20 @@ def test_it_coalesces_a_sync_requested_while_one_runs(alice: Persona) -> None:
     assert connection_sync(connection_id=connection.pk) is None
     assert Connection.objects.get(pk=connection.pk).sync_requested is True
     assert not Record.objects.filter(connection=connection).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_planners_statistics_fresh_after_a_large_sync(alice: Persona, settings: Any) -> None:
+    """Reads right after a first history sync must not be planned for an empty table."""
+    from django.db import connection as db
+
+    settings.DEMO_HISTORY_DAYS = 3
+    settings.DEMO_HEART_RATE_INTERVAL_MINUTES = 1
+    connection = make_connection(alice.human)
+    run = connection_sync(connection_id=connection.pk)
+    assert run is not None and run.counts["heart_rate"]["created"] > 2000
+    with db.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'data_api_record'")
+        believed = cursor.fetchone()[0]
+    # The planner knows the table holds (at least) what this sync wrote, not that it is empty.
+    assert believed >= Record.objects.count() * 0.9
