@@ -52,15 +52,6 @@ class ApplicationCreateForm(forms.Form):
     def clean_allowed_origins(self) -> list[str]:
         return _origins(self.cleaned_data.get("allowed_origins", ""))
 
-    def clean_source_priority(self) -> str:
-        from sources.registry import plugin_classes
-
-        slugs = [slug.strip() for slug in self.cleaned_data.get("source_priority", "").split(",") if slug.strip()]
-        unknown = [slug for slug in slugs if slug not in plugin_classes()]
-        if unknown:
-            raise forms.ValidationError(f"Unknown sources: {', '.join(unknown)} (known: {', '.join(plugin_classes())})")
-        return ",".join(slugs)
-
 
 class ApplicationChangeForm(ApplicationFormBase):
     allowed_origins = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
@@ -77,6 +68,15 @@ class ApplicationChangeForm(ApplicationFormBase):
 
     def clean_allowed_origins(self) -> list[str]:
         return _origins(self.cleaned_data.get("allowed_origins", ""))
+
+    def clean_source_priority(self) -> str:
+        from sources.registry import plugin_classes
+
+        slugs = [slug.strip() for slug in self.cleaned_data.get("source_priority", "").split(",") if slug.strip()]
+        unknown = [slug for slug in slugs if slug not in plugin_classes()]
+        if unknown:
+            raise forms.ValidationError(f"Unknown sources: {', '.join(unknown)} (known: {', '.join(plugin_classes())})")
+        return ",".join(slugs)
 
 
 def _operator(request: HttpRequest) -> str:

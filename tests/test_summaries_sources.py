@@ -152,3 +152,18 @@ def test_it_serves_the_same_choice_in_the_batch_feed(alice: Persona) -> None:
         "2026-11-16": (8000, "oura", alice.human.pk),
     }
     assert response.headers["X-Total-Count"] == "2"
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_unknown_source_in_an_applications_priority(alice: Persona) -> None:
+    from connect.admin import ApplicationChangeForm
+
+    def form(priority: str) -> ApplicationChangeForm:
+        data = {"name": "Alice's app", "allowed_origins": "", "notify_url": "", "source_priority": priority}
+        return ApplicationChangeForm(data=data, instance=alice.app.application)
+
+    refused = form("oura, nope")
+    assert not refused.is_valid() and "Unknown sources: nope" in str(refused.errors["source_priority"])
+    accepted = form(" oura , demo ")
+    assert accepted.is_valid(), accepted.errors
+    assert accepted.cleaned_data["source_priority"] == "oura,demo"
