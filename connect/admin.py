@@ -40,6 +40,15 @@ def _origins(text: str) -> list[str]:
         raise forms.ValidationError(str(exc)) from None
 
 
+def _notify_url(url: str) -> str:
+    from data_api.notifications import refused_notify_url
+
+    refused = refused_notify_url(url) if url else ""
+    if refused:
+        raise forms.ValidationError(f"Refused: {refused}")
+    return url
+
+
 class ApplicationCreateForm(forms.Form):
     name = forms.CharField(max_length=200)
     allowed_origins = forms.CharField(
@@ -51,6 +60,9 @@ class ApplicationCreateForm(forms.Form):
 
     def clean_allowed_origins(self) -> list[str]:
         return _origins(self.cleaned_data.get("allowed_origins", ""))
+
+    def clean_notify_url(self) -> str:
+        return _notify_url(self.cleaned_data.get("notify_url", ""))
 
 
 class ApplicationChangeForm(ApplicationFormBase):
@@ -68,6 +80,9 @@ class ApplicationChangeForm(ApplicationFormBase):
 
     def clean_allowed_origins(self) -> list[str]:
         return _origins(self.cleaned_data.get("allowed_origins", ""))
+
+    def clean_notify_url(self) -> str:
+        return _notify_url(self.cleaned_data.get("notify_url", ""))
 
     def clean_source_priority(self) -> str:
         from sources.registry import plugin_classes

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -135,6 +138,29 @@ def _claim(notification: Notification, now: datetime) -> bool:
     )
 
 
+def refused_notify_url(url: str) -> str:
+    """Why notifications may not go to `url` ("" if they may): a notify URL that resolves to a
+    loopback, private, link-local or otherwise non-public address would let a tenant make this
+    server call inside its own network. ALLOW_PRIVATE_NOTIFY_URLS=1 allows it (development,
+    tests). A name that doesn't resolve is not refused here: the delivery records the failure."""
+    if settings.ALLOW_PRIVATE_NOTIFY_URLS:
+        return ""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "the notify URL is malformed"
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return ""
+    for address in sorted(found):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"{host} resolves to {ip}, not a public address (ALLOW_PRIVATE_NOTIFY_URLS=1 allows it)"
+    return ""
+
+
 def _post(url: str, secret: str, body: bytes, event_type: str) -> Outcome:
     headers = {
         "Content-Type": "application/json",
@@ -177,7 +203,11 @@ def deliver(notification_id: int) -> bool | None:
         except DecryptionError:
             outcome = Outcome(None, "the webhook secret can't be decrypted with the configured keys", 0)
         else:
-            outcome = _post(application.notify_url, secret, body, notification.event_type)
+            refused = refused_notify_url(application.notify_url)
+            if refused:
+                outcome = Outcome(None, f"not sent: {refused}", 0)
+            else:
+                outcome = _post(application.notify_url, secret, body, notification.event_type)
     _record(notification, outcome)
     return outcome.delivered
 

@@ -207,6 +207,9 @@ SOURCES_ENABLED = env_list("SOURCES_ENABLED", [])
 # wins; sources not named follow in the order the Human connected them). An Application may
 # set its own.
 SOURCE_PRIORITY = env_list("SOURCE_PRIORITY", [])
+# Notify URLs that resolve to loopback, private or link-local addresses are refused unless set
+# (development and tests, where the receiver runs on this machine).
+ALLOW_PRIVATE_NOTIFY_URLS = env_bool("ALLOW_PRIVATE_NOTIFY_URLS", False)
 # Provider endpoints on plain http (an emulator, a local proxy) are refused unless this is set.
 ALLOW_HTTP_PROVIDERS = env_bool("ALLOW_HTTP_PROVIDERS", False)
 if ALLOW_HTTP_PROVIDERS:

@@ -367,3 +367,35 @@ def test_it_routes_deliveries_to_their_own_queue() -> None:
 def changes(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """A run's counts as a notification reports them (CONTRACT §8: created, updated, deleted)."""
     return {kind: {k: c[k] for k in ("created", "updated", "deleted")} for kind, c in counts.items()}
+
+
+def test_it_refuses_to_notify_a_private_address_unless_allowed(
+    alice: Persona, receiver: WebhookReceiver, settings: LazySettings
+) -> None:
+    settings.ALLOW_PRIVATE_NOTIFY_URLS = False
+    notification = notify_connection_event(connection_of(alice), "source.connected")
+    assert notification is not None
+    assert deliver(notification.pk) is False
+    assert receiver.deliveries == []  # nothing left this server
+    [attempt] = DeliveryAttempt.objects.filter(notification=notification)
+    assert attempt.status_code is None
+    assert "resolves to 127.0.0.1, not a public address" in attempt.error
+
+    settings.ALLOW_PRIVATE_NOTIFY_URLS = True
+    Notification.objects.filter(pk=notification.pk).update(next_attempt_at=None)
+    assert deliver(notification.pk) is True and len(receiver.deliveries) == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/h", "http://169.254.169.254/"]
+)
+def test_it_refuses_a_private_notify_url_when_an_application_is_created(url: str, settings: LazySettings) -> None:
+    from django.core.management import CommandError, call_command
+
+    from connect.admin import ApplicationCreateForm
+
+    settings.ALLOW_PRIVATE_NOTIFY_URLS = False
+    with pytest.raises(CommandError, match="not a public address"):
+        call_command("create_application", "--name", "Bob's app", "--notify-url", url)
+    form = ApplicationCreateForm(data={"name": "Bob's app", "allowed_origins": "", "notify_url": url})
+    assert not form.is_valid() and "not a public address" in str(form.errors["notify_url"])

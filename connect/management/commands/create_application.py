@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connect.services import application_create
+from data_api.notifications import refused_notify_url
 
 
 def origin(value: str) -> str:
@@ -29,5 +30,8 @@ class Command(BaseCommand):
         notify_url = options["notify_url"]
         if notify_url and urlsplit(notify_url).scheme not in ("http", "https"):
             raise CommandError("--notify-url must be an http(s) URL")
+        refused = refused_notify_url(notify_url) if notify_url else ""
+        if refused:
+            raise CommandError(f"--notify-url is refused: {refused}")
         created = application_create(name=name, origins=[origin(o) for o in options["origin"]], notify_url=notify_url)
         self.stdout.write(json.dumps(created.as_json()))
