@@ -30,7 +30,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import admin, bench_database_url  # noqa: E402
+from ingest import admin, bench_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "/v1/human/heart_rate/readings"
