@@ -45,6 +45,11 @@ class SyncCancelled(Exception):
     (perhaps another provider account) while it ran. Nothing more of it may be written."""
 
 
+class TokenEndpointUnavailable(TransientError):
+    """The provider's token endpoint failed while a rejected token was refreshed: no collection
+    can go on, so the whole run waits and retries (the connection stays active)."""
+
+
 class RetryLater(Exception):
     """The provider asked us to wait (or failed transiently); the fetched pages are stored."""
 
@@ -334,6 +339,8 @@ def _fetch_and_store(
     for collection in plugin.collections(_context(connection, plugin, http, history, holder.value)):
         try:
             _fetch_collection(connection, plugin, http, history, totals, run, collection, holder)
+        except TokenEndpointUnavailable:
+            raise
         except (PermanentError, TransientError) as exc:
             if isinstance(exc, TransientError) and not isinstance(exc, PermanentError):
                 reason = f"unreachable after retries: {exc}"
@@ -391,9 +398,12 @@ def _fetch_collection(
             if refreshed_at_page == totals.pages:
                 raise
             refreshed_at_page = totals.pages
-            holder.value = fresh_credentials(
-                connection, plugin, http, rejected_token=str(holder.value.get("access_token", ""))
-            )
+            try:
+                holder.value = fresh_credentials(
+                    connection, plugin, http, rejected_token=str(holder.value.get("access_token", ""))
+                )
+            except TransientError as exc:
+                raise TokenEndpointUnavailable(str(exc)) from exc
 
 
 def _store_page(

@@ -242,3 +242,26 @@ def test_it_stores_no_record_of_a_type_no_route_serves(alice: Persona) -> None:
     assert not Record.objects.filter(type="daily_mood").exists()
     assert run.outcome == SyncOutcome.PARTIAL and run.counts["daily_mood"]["unreadable"] == 2
     assert "not a record type" in run.unreadable["daily_mood"][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_as_a_whole_when_the_token_endpoint_fails_during_a_refresh(alice: Persona) -> None:
+    from sources.base import TokenRejected
+    from sources.sync import RetryLater
+
+    def refresh(self: TwoParts, credentials: dict[str, Any], http: Any) -> Any:
+        raise TransientError("token endpoint answered 503")
+
+    connection = make_connection(alice.human, slug=SLUG, data={"access_token": "a1"})
+    provider["weights"] = TokenRejected("401")
+    TwoParts.refresh = refresh  # type: ignore[method-assign]  # a provider whose token endpoint is down
+    try:
+        with pytest.raises(RetryLater):
+            connection_sync(connection_id=connection.pk)
+    finally:
+        del TwoParts.refresh  # type: ignore[attr-defined]
+    run = SyncRun.objects.get(connection=connection)
+    assert run.outcome == SyncOutcome.RETRYING and "503" in run.error
+    assert stored(connection, "shifts") == []  # nothing went on without a token
+    connection.refresh_from_db()
+    assert connection.status == "active"
