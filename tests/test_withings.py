@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -68,7 +69,7 @@ def connect(human: Human) -> Connection:
     return connection_store(human=human, slug="withings", credentials=credentials, request=None)
 
 
-def seed(withings: WithingsEmulator, now: datetime) -> dict[str, int]:
+def seed(withings: WithingsEmulator, now: datetime) -> dict[str, Any]:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     return {
         "height": withings.add_measures(day - timedelta(days=20), {4: (180, -2)}, attrib=4),
@@ -79,6 +80,7 @@ def seed(withings: WithingsEmulator, now: datetime) -> dict[str, int]:
         "sleep": withings.add_sleep(
             day - timedelta(hours=1), day + timedelta(hours=6, minutes=30), asleep_s=24600, awake_s=2400
         ),
+        "totals": withings.add_activity((day + timedelta(hours=12)).date()),
     }
 
 
@@ -93,7 +95,16 @@ def sync(connection: Connection, http: ProviderHttp | None = None) -> Any:
 
 
 EVERY_TYPE = Counter(
-    weight=1, bmi=1, height=1, body_fat=1, blood_pressure=1, heart_rate=1, blood_oxygen=1, activities=1, sleeps=1
+    weight=1,
+    bmi=1,
+    height=1,
+    body_fat=1,
+    blood_pressure=1,
+    heart_rate=1,
+    blood_oxygen=1,
+    activities=1,
+    sleeps=1,
+    activity_summaries=1,
 )
 
 
@@ -107,6 +118,16 @@ def test_it_exchanges_a_code_for_tokens_and_the_user_id(alice: Persona, withings
     assert connection.token_expires_at is not None
     assert timedelta(hours=2, minutes=55) < connection.token_expires_at - timezone.now() <= timedelta(hours=3)
     assert withings.calls["requesttoken authorization_code"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_userid_sent_as_an_integer(alice: Persona, withings: WithingsEmulator) -> None:
+    withings.userid_as_int = True  # the reference's type; observed replies send a string
+
+    connection = connect(alice.human)
+
+    assert connection.external_user_id == str(USER_ID)
+    assert Connection.objects.get(pk=connection.pk).credentials["user_id"] == str(USER_ID)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -129,8 +150,10 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
     assert run.outcome == SyncOutcome.SUCCEEDED and run.kind == "history"
     assert stored(connection) == EVERY_TYPE
     records = {r.type: r for r in Record.objects.filter(connection=connection)}
-    assert records["weight"].data == {"value": 75.232, "unit": "kg"}
-    assert records["weight"].tz_offset == 60  # Europe/Paris in winter
+    paris = ZoneInfo("Europe/Paris")
+    weight = records["weight"]
+    assert weight.data == {"value": 75.232, "unit": "kg"}
+    assert weight.tz_offset == weight.start_time.astimezone(paris).utcoffset().total_seconds() // 60
     assert records["height"].data == {"value": 180.0, "unit": "cm"}
     assert records["bmi"].data == {"value": 23.2, "unit": "kg/m2"}
     assert records["body_fat"].data == {"value": 18.2, "unit": "%"}
@@ -146,8 +169,10 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
     }
     sleep = records["sleeps"]
     assert sleep.end_time is not None
+    wake_day = sleep.end_time.astimezone(paris).date()
+    assert sleep.local_day == wake_day
     assert sleep.data == {
-        "day": (sleep.end_time + timedelta(hours=1)).date().isoformat(),
+        "day": wake_day.isoformat(),
         "mainSleep": True,
         "timeAsleep": 410,
         "timeAwake": 40,
@@ -155,36 +180,63 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
         "efficiency": 91,
         "numberOfWakeups": 3,
     }
+    totals = records["activity_summaries"]
+    assert totals.external_id == ids["totals"] and totals.local_day.isoformat() == ids["totals"]
+    assert totals.data == {
+        "date": ids["totals"],
+        "steps": 8543,
+        "distance": 6234.5,
+        "calories": 2150.0,
+        "activeCalories": 312.5,
+        "duration": 2340 + 1200 + 600,
+        "sedentary": None,
+        "light": 2340,
+        "moderate": 1200,
+        "vigorous": 600,
+    }
 
     withings.add_measures(now - timedelta(hours=1), {1: (74900, -3)})
+    backdated = withings.add_measures(now - timedelta(days=20), {1: (76100, -3)}, attrib=2)  # typed in late
     withings.update_series("workouts", ids["run"], calories=350.0)
+    withings.update_activity(date.fromisoformat(ids["totals"]), steps=9001)
     withings.calls.clear()
+    withings.requests.clear()
     again = sync(connection)
 
     assert again.kind == "incremental" and again.outcome == SyncOutcome.SUCCEEDED
-    assert again.counts["weight"] == {"created": 1, "updated": 0, "deleted": 0}
-    assert again.counts["activities"] == {"created": 0, "updated": 1, "deleted": 0}
+    assert again.counts["weight"]["created"] == 2 and again.counts["weight"]["deleted"] == 0
+    assert Record.objects.filter(connection=connection, type="weight", external_id=str(backdated)).exists()
+    assert again.counts["activities"]["updated"] == 1
     assert Record.objects.get(connection=connection, type="activities").data["calories"] == 350.0
-    assert withings.calls["getsummary"] == 1  # lastupdate: only what changed
+    assert again.counts["activity_summaries"]["updated"] == 1
+    assert Record.objects.get(connection=connection, type="activity_summaries").data["steps"] == 9001
+    # lastupdate, never together with a day range: only what changed
+    for action in ("getworkouts", "getsummary", "getactivity"):
+        (call,) = [r for r in withings.requests if r["action"] == action]
+        assert "lastupdate" in call and "startdateymd" not in call and "enddateymd" not in call
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_one_copy_after_repeated_and_interrupted_syncs(alice: Persona, withings: WithingsEmulator) -> None:
+def test_it_keeps_one_copy_after_repeated_and_partly_failed_syncs(alice: Persona, withings: WithingsEmulator) -> None:
     now = datetime.now(UTC)
     seed(withings, now)
     for index in range(7):  # several pages of 2
         withings.add_measures(now - timedelta(days=10, hours=index), {1: (80000 + index, -3)})
         withings.add_workout(now - timedelta(days=9, hours=index), 20, category=1)
+        withings.add_activity((now - timedelta(days=12 + index)).date())
     connection = connect(alice.human)
     withings.fail("/v2/sleep", http=500, times=10)  # longer than the in-place retries last
 
-    with pytest.raises(RetryLater):
-        connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
+    run = connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
 
+    # The sleep collection failed alone; the others were stored.
+    assert run is not None and run.outcome == SyncOutcome.PARTIAL
+    assert set(run.failures) == {"sleeps"} and "500" in run.failures["sleeps"]
     partial = stored(connection)
-    assert partial["weight"] == 8 and partial["activities"] == 8 and partial["sleeps"] == 0
+    assert partial["weight"] == 8 and partial["activities"] == 8 and partial["activity_summaries"] == 8
+    assert partial["sleeps"] == 0
     withings.faults.clear()
-    sync(connection)
+    assert sync(connection).outcome == SyncOutcome.SUCCEEDED
     complete = stored(connection)
     assert complete == partial + Counter(sleeps=1)
 
@@ -207,8 +259,13 @@ def test_it_updates_in_place_and_drops_deleted_measures(alice: Persona, withings
     after = Record.objects.get(connection=connection, type="weight")
     assert (after.pk, after.created_at) == (before.pk, before.created_at)
     assert after.value == 74.1 and after.updated_at > before.updated_at
+    # The only blood pressure (and pulse) of the re-read week is gone: an empty answer for a
+    # type is held once, and believed when Withings gives it again.
+    assert run.counts["blood_pressure"]["held"] == 1
+    again = sync(connection)
     assert not Record.objects.filter(connection=connection, type__in=["blood_pressure", "heart_rate"]).exists()
-    assert run.counts["blood_pressure"]["deleted"] == 1 and run.counts["heart_rate"]["deleted"] == 1
+    assert again.counts["blood_pressure"]["deleted"] == 1 and again.counts["heart_rate"]["deleted"] == 1
+    assert stored(connection)["weight"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -244,30 +301,73 @@ def test_it_refreshes_when_the_access_token_is_rejected(alice: Persona, withings
 
 
 @pytest.mark.django_db(transaction=True)
+def test_status_100_is_an_authentication_failure_not_an_empty_answer(
+    alice: Persona, withings: WithingsEmulator
+) -> None:
+    seed(withings, datetime.now(UTC))
+    connection = connect(alice.human)
+    withings.fail("/measure", status=100)  # "Authentication failed" in the reference's table
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
+    assert withings.calls["requesttoken refresh_token"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_backs_off_on_rate_limits_and_transient_failures(alice: Persona, withings: WithingsEmulator) -> None:
     seed(withings, datetime.now(UTC))
     connection = connect(alice.human)
     withings.fail("/measure", status=601)  # too many requests, in the envelope
     withings.fail("/v2/measure", http=502)
     withings.fail("/v2/sleep", body='{"status": 0, "body": {"series": [')  # malformed JSON
+    withings.fail("/v2/measure", action="getactivity", status=522)  # "Timeout": retry
     waits: list[float] = []
     http = ProviderHttp(sleep=waits.append)
 
     run = sync(connection, http)
 
     assert run.outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
-    assert http.retries == 3 and len(waits) == 3
+    assert http.retries == 4 and len(waits) == 4
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_fails_permanently_on_an_unexpected_status(alice: Persona, withings: WithingsEmulator) -> None:
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (293, "status 293"),  # invalid params
+        (2554, "status 2554"),  # not implemented
+        (2555, "status 2555"),  # unauthorized
+    ],
+)
+def test_a_refused_collection_fails_alone(alice: Persona, withings: WithingsEmulator, status: int, words: str) -> None:
     seed(withings, datetime.now(UTC))
     connection = connect(alice.human)
-    withings.fail("/v2/measure", status=293)  # invalid params
+    withings.fail("/v2/measure", action="getworkouts", status=status, times=10)
 
     run = sync(connection)
 
-    assert run.outcome == SyncOutcome.FAILED and "status 293" in run.error
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert set(run.failures) == {"activities"} and words in run.failures["activities"]
+    assert stored(connection) == EVERY_TYPE - Counter(activities=1)
+    assert withings.calls["fault " + str(status)] == 1  # refused for good: not retried in place
+    assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
+    withings.faults.clear()
+    assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scope_the_user_did_not_grant_fails_its_collection_alone(alice: Persona, withings: WithingsEmulator) -> None:
+    seed(withings, datetime.now(UTC))
+    withings.granted_scopes = "user.info,user.metrics,user.activity"  # no user.sleepevents
+    connection = connect(alice.human)
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert set(run.failures) == {"sleeps"} and "status 403" in run.failures["sleeps"]
+    assert "Insufficient_scope" in run.failures["sleeps"]
+    assert stored(connection) == EVERY_TYPE - Counter(sleeps=1)
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
 
 
@@ -288,30 +388,42 @@ def test_it_needs_reauth_when_the_refresh_is_refused_and_keeps_the_data(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_skips_malformed_rows(alice: Persona, withings: WithingsEmulator) -> None:
+def test_it_counts_malformed_rows_as_unreadable_and_keeps_the_rest(alice: Persona, withings: WithingsEmulator) -> None:
     now = datetime.now(UTC)
     seed(withings, now)
     bad = withings.add_measures(now - timedelta(days=2), {1: (70000, -3)})
     withings.groups[bad]["measures"][0]["value"] = "heavy"
     night = withings.add_sleep(now - timedelta(days=2, hours=8), now - timedelta(days=2), asleep_s=100, awake_s=10)
     withings.sleeps[night]["timezone"] = "Mars/Olympus_Mons"
+    withings.add_activity((now - timedelta(days=6)).date(), date="06/11/2026")
     connection = connect(alice.human)
 
     run = sync(connection)
 
-    assert run.outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
+    assert run.outcome == SyncOutcome.PARTIAL and stored(connection) == EVERY_TYPE
+    assert {k: c["unreadable"] for k, c in run.counts.items() if c["unreadable"]} == {
+        "weight": 1,
+        "sleeps": 1,
+        "activity_summaries": 1,
+    }
+    assert "measures[].value is not a number" in run.unreadable["weight"][0]
+    assert "timezone" in run.unreadable["sleeps"][0]
+    assert "date is not a YYYY-MM-DD day" in run.unreadable["activity_summaries"][0]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_retries_later_when_the_token_endpoint_fails(alice: Persona, withings: WithingsEmulator) -> None:
+def test_a_token_endpoint_outage_never_asks_for_reauthorization(alice: Persona, withings: WithingsEmulator) -> None:
     seed(withings, datetime.now(UTC))
     connection = connect(alice.human)
     withings.expire_access_tokens()
-    withings.fail("/v2/oauth2", http=503, times=10)
+    withings.fail("/v2/oauth2", http=503, times=40)
 
-    with pytest.raises(RetryLater):
-        connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
-
+    try:
+        run = connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
+    except RetryLater:
+        run = None
+    # However the engine files it (a retry, or collections failed for now), the connection stays.
+    assert run is None or run.outcome in (SyncOutcome.FAILED, SyncOutcome.PARTIAL)
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
     withings.faults.clear()
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
@@ -326,5 +438,8 @@ def test_it_waits_out_status_601_and_keeps_what_it_fetched(alice: Persona, withi
     with pytest.raises(RetryLater):
         connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
 
-    assert stored(connection) == EVERY_TYPE - Counter(sleeps=1)
+    # A rate limit stops the run (it is the app's budget): what came before sleep is stored.
+    assert stored(connection) == EVERY_TYPE - Counter(sleeps=1, activity_summaries=1)
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
+    withings.faults.clear()
+    assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE

@@ -3,32 +3,39 @@
 Withings speaks an RPC dialect over HTTP: one URL per service, the verb in `action`, form-encoded
 POSTs, and every answer (token calls included) is HTTP 200 with an envelope `{"status", "body"}`
 where a non-zero status is the error. The token endpoint is therefore not standard OAuth 2.0:
-`token_request` is done here, and each refresh rotates the refresh token.
+`token_request` is done here, and each refresh rotates the refresh token. The field-by-field
+reading, with its sources, is in docs/providers/withings.md.
 
-Sync shape:
-- Measures (`/measure getmeas`): date-range slices, oldest first, all pages of a slice gathered,
-  and offered once per record type with a `Window`, so a measure group deleted at Withings
-  disappears here when its slice is re-read (incremental syncs re-read a week back).
-- Workouts (`/v2/measure getworkouts`) and sleep summaries (`/v2/sleep getsummary`): by local
-  day on the first sync, then by `lastupdate`, which returns what was created or changed since.
-  Their cursor moves only with the last page, so an interrupted sync repeats, never skips.
+Four collections, each fetched (and failing) on its own:
+- `measures` (`/measure getmeas`): date-range slices, oldest first, each slice one page with a
+  `Window`, so a measure group deleted at Withings disappears here when its slice is re-read
+  (incremental syncs re-read a week back). Incremental syncs first ask for what was created or
+  changed since the last run (`lastupdate`), so an edit or a late manual entry of any date is seen.
+- `workouts` (`/v2/measure getworkouts`), `sleep` (`/v2/sleep getsummary`) and `activity`
+  (`/v2/measure getactivity`, the daily totals): by local day on the first sync, then by
+  `lastupdate`. Each call's pages are gathered into one page whose cursor moves only once all
+  of them were read, so an interrupted sync repeats, never skips.
 
 Units stored: weight kg, height cm, fat %, blood pressure mmHg, heart rate bpm, SpO2 %, BMI
-kg/m2 (from weight and the latest height), durations s (sleep: minutes), distance m. Offsets
-come from the IANA `timezone` Withings gives with each row, at the row's instant.
+kg/m2 (from weight and the latest height), distance m, durations s (sleeps: minutes). Offsets
+come from the IANA `timezone` Withings gives with each row (measure groups: the group's own,
+else the answer's), at the row's instant.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
 from ..base import (
+    Collection,
     PermanentError,
     RateLimited,
     RawPage,
@@ -44,37 +51,99 @@ from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
 
-# Envelope statuses [Withings API reference; python_withings_api].
-AUTH_FAILED = frozenset({100, 101, 102, 200, 401, 214, 277, 2553, 2555})
+# --- envelope statuses (developer.withings.com/api-reference, "Response Status") ------------------
+SUCCESS = 0
+AUTH_FAILED = frozenset({100, 101, 102, 200, 401})  # the access token: refresh and retry
 TOO_MANY_REQUESTS = 601
-TRANSIENT = frozenset({522, 524, 2554})
+TIMEOUT, BAD_STATE = 522, 524
+NOT_IMPLEMENTED = 2554
+# "Unauthorized: you are not allowed to call this service" (214, 277, 2553, 2555) and the
+# observed 403 "insufficient_scope" (a scope the user did not grant): permanent for the
+# collection, not a token problem.
+UNAUTHORIZED = frozenset({214, 277, 403, 2553, 2555})
+# "An error occurred" (Withings' own failure; it asks to retry, then to contact it).
+ERROR_OCCURRED_RANGES = (
+    (215, 215), (219, 219), (222, 222), (224, 224), (226, 226), (231, 233), (237, 237), (253, 253),
+    (255, 259), (268, 270), (273, 274), (278, 282), (289, 289), (291, 292), (296, 296), (298, 298),
+    (305, 320), (322, 322), (370, 375), (383, 383), (391, 391), (402, 402), (516, 521), (525, 531),
+    (533, 533), (602, 602), (700, 700), (1051, 1054), (2551, 2552), (2556, 2559), (3000, 3016),
+    (3020, 3024), (5000, 5006), (6000, 6000), (6010, 6011), (9000, 9000), (10000, 10000),
+)  # fmt: skip
 
-# meastype -> (record type, unit, stored scale); the real value is value * 10^unit.
+# --- measure types (getmeas `meastype`); the real value is value * 10^unit ------------------------
 WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2 = 1, 4, 6, 9, 10, 11, 54
 MEASTYPES = (WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2)
+RECORD_OF_MEASTYPE: dict[object, str] = {
+    WEIGHT: "weight",
+    HEIGHT: "height",
+    FAT_RATIO: "body_fat",
+    DIASTOLIC: "blood_pressure",
+    SYSTOLIC: "blood_pressure",
+    PULSE: "heart_rate",
+    SPO2: "blood_oxygen",
+}
 MEASURE_RECORDS = ("weight", "height", "bmi", "body_fat", "blood_pressure", "heart_rate", "blood_oxygen")
-WORKOUT_CATEGORIES = {1: "walking", 2: "running", 6: "cycling", 7: "swimming", 16: "weights"}
+REAL_MEASURES, USER_GOALS = 1, 2  # getmeas `category`
+
+# Workout `category` codes (workout_object) -> activity type, in the words other sources use.
+WORKOUT_CATEGORIES = {
+    1: "walking", 2: "running", 3: "hiking", 4: "skating", 5: "bmx", 6: "cycling", 7: "swimming",
+    8: "surfing", 9: "kitesurfing", 10: "windsurfing", 11: "bodyboard", 12: "tennis",
+    13: "table_tennis", 14: "squash", 15: "badminton", 16: "weight_training", 17: "fitness",
+    18: "elliptical", 19: "pilates", 20: "basketball", 21: "soccer", 22: "football", 23: "rugby",
+    24: "volleyball", 25: "water_polo", 26: "horse_riding", 27: "golf", 28: "yoga", 29: "dancing",
+    30: "boxing", 31: "fencing", 32: "wrestling", 33: "martial_arts", 34: "skiing",
+    35: "snowboarding", 36: "other", 128: "other", 187: "rowing", 188: "zumba", 191: "baseball",
+    192: "handball", 193: "hockey", 194: "ice_hockey", 195: "climbing", 196: "ice_skating",
+    272: "multi_sport", 306: "walking", 307: "running", 308: "cycling", 455: "paddleboarding",
+    456: "padel", 490: "beach_volleyball", 491: "stair_stepper", 494: "kayaking", 495: "canoeing",
+    496: "sailing", 498: "running", 499: "snowshoeing", 510: "pickleball", 521: "triathlon",
+    523: "cycling", 524: "cycling", 525: "cycling", 526: "cycling", 530: "cross_country_skiing",
+    546: "crossfit", 547: "cycling", 550: "hiit", 551: "meditation", 552: "stretching",
+    559: "walking", 566: "nordic_walking",
+}  # fmt: skip
+
 MEASURE_SLICE_DAYS = 90
+CLOCK_MARGIN = timedelta(minutes=10)  # `lastupdate` cursors lag our clock, against skew with Withings'
+MAX_PAGES = 1000  # a provider that keeps answering `more` must not loop forever
+
+WORKOUT_FIELDS = (
+    "calories,manual_calories,steps,distance,manual_distance,elevation,hr_average,hr_min,hr_max,"
+    "intensity,pause_duration"
+)
+SLEEP_FIELDS = (
+    "total_timeinbed,total_sleep_time,asleepduration,lightsleepduration,deepsleepduration,remsleepduration,"
+    "wakeupduration,wakeupcount,sleep_efficiency,sleep_latency,wakeup_latency,waso,hr_average,sleep_score"
+)
+ACTIVITY_FIELDS = "steps,distance,elevation,soft,moderate,intense,active,calories,totalcalories,hr_average"
 
 
 class Malformed(ValueError):
     """A row that doesn't have the documented shape; it is skipped, with this reason."""
 
 
+@dataclass(frozen=True)
+class _Series:
+    """A v2 service read by local day, then by `lastupdate`."""
+
+    path: str
+    action: str
+    data_fields: str
+    rows: str  # the body's list
+    record_type: str
+
+
+SERIES = {
+    "workouts": _Series("/v2/measure", "getworkouts", WORKOUT_FIELDS, "series", "activities"),
+    "sleep": _Series("/v2/sleep", "getsummary", SLEEP_FIELDS, "series", "sleeps"),
+    "activity": _Series("/v2/measure", "getactivity", ACTIVITY_FIELDS, "activities", "activity_summaries"),
+}
+
+
 class WithingsSource(OAuth2CodeSource):
     slug = "withings"
     name = "Withings"
-    data_types = (
-        "weight",
-        "height",
-        "bmi",
-        "body_fat",
-        "blood_pressure",
-        "heart_rate",
-        "blood_oxygen",
-        "activities",
-        "sleeps",
-    )
+    data_types = (*MEASURE_RECORDS, "activities", "sleeps", "activity_summaries")
     history_days = 365
     sync_interval = 3600
     default_authorize_url = "https://account.withings.com/oauth2_user/authorize2"
@@ -98,87 +167,98 @@ class WithingsSource(OAuth2CodeSource):
         return dict(body)
 
     def identify(self, token: dict[str, Any], http: ProviderHttp) -> str:
+        # An integer in the reference, a string in observed replies: kept as text either way.
         user_id = token.get("userid")
-        if user_id in (None, ""):
+        if user_id in (None, "") or isinstance(user_id, bool):
             raise RefreshRefused("the Withings token reply has no userid")
         return str(user_id)
 
     # --- fetching ------------------------------------------------------------------------
-    def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
-        yield from self._fetch_measures(ctx)
-        yield from self._fetch_series(ctx, "workouts", "/v2/measure", "getworkouts", WORKOUT_FIELDS)
-        yield from self._fetch_series(ctx, "sleep", "/v2/sleep", "getsummary", SLEEP_FIELDS)
+    def collections(self, ctx: SyncContext) -> Sequence[Collection]:
+        return (
+            Collection("measures", MEASURE_RECORDS),
+            Collection("workouts", ("activities",)),
+            Collection("sleep", ("sleeps",)),
+            Collection("activity", ("activity_summaries",)),
+        )
 
-    def _days(self, key: str, default: int) -> int:
-        """SOURCE_WITHINGS_HISTORY_DAYS (depth of the first sync), SOURCE_WITHINGS_LOOKBACK_DAYS
-        (how far an incremental sync re-reads measures, to see edits and deletions)."""
-        raw = self.setting(key)
-        return int(raw) if raw.isdigit() and int(raw) > 0 else default
+    def fetch_collection(self, ctx: SyncContext, collection: Collection) -> Iterator[RawPage]:
+        if collection.name == "measures":
+            return self._fetch_measures(ctx)
+        return self._fetch_series(ctx, collection.name, SERIES[collection.name])
 
     def _history_start(self, ctx: SyncContext) -> datetime:
-        return ctx.now - timedelta(days=self._days("HISTORY_DAYS", self.history_days))
+        """SOURCE_WITHINGS_HISTORY_DAYS: the depth of the first sync."""
+        return ctx.now - timedelta(days=self.int_setting("HISTORY_DAYS", self.history_days))
 
     def _fetch_measures(self, ctx: SyncContext) -> Iterator[RawPage]:
+        started = int((ctx.now - CLOCK_MARGIN).timestamp())
         through = ctx.cursor.get("measures_through")
         if isinstance(through, int):
-            start = datetime.fromtimestamp(through, UTC) - timedelta(
-                days=self._days("LOOKBACK_DAYS", self.lookback_days)
-            )
+            changed_since = ctx.cursor.get("measures_lastupdate")
+            if isinstance(changed_since, int):
+                # Created or changed since the last run, whatever their date (an edit, a manual
+                # entry dated weeks back). No window: this is not a complete list of anything.
+                bodies = list(self._pages(ctx, "/measure", {**_GETMEAS, "lastupdate": str(changed_since)}))
+                yield RawPage(type="measures", payload=_merge_measures(bodies))
+            # SOURCE_WITHINGS_LOOKBACK_DAYS: how far back an incremental sync re-reads, to see deletions.
+            lookback = timedelta(days=self.int_setting("LOOKBACK_DAYS", self.lookback_days))
+            start = datetime.fromtimestamp(through, UTC) - lookback
         else:
             start = self._history_start(ctx)
+        height = ctx.cursor.get("height_m")
+        if not isinstance(height, int | float):
+            # A BMI needs a height, often entered once at signup (or after the weights): all
+            # heights first, whatever their date, so every weight of the history has its BMI.
+            heights = list(self._pages(ctx, "/measure", {**_GETMEAS, "meastypes": str(HEIGHT)}))
+            height = _latest_height([g for b in heights for g in _rows(b, "measuregrps")])
         while start < ctx.now:
             end = min(ctx.now, start + timedelta(days=MEASURE_SLICE_DAYS))
             params = {
-                "action": "getmeas",
-                "meastypes": ",".join(str(t) for t in MEASTYPES),
-                "category": "1",  # real measures, not goals
+                **_GETMEAS,
                 "startdate": str(int(start.timestamp())),
                 "enddate": str(int(end.timestamp()) - 1),  # inclusive at Withings; windows are half-open
             }
-            bodies = list(self._pages(ctx, "/measure", params))
-            zones = [b["timezone"] for b in bodies if isinstance(b.get("timezone"), str)]
-            payload: dict[str, Any] = {
-                "measuregrps": [g for b in bodies for g in _rows(b, "measuregrps")],
-                "timezone": zones[0] if zones else "UTC",
-            }
+            payload = _merge_measures(list(self._pages(ctx, "/measure", params)))
             cursor: dict[str, Any] = {"measures_through": int(end.timestamp())}
-            height = _latest_height(payload["measuregrps"])
-            if height is not None:
-                cursor["height_m"] = height
-            known_height = height or ctx.cursor.get("height_m")
-            for index, kind in enumerate(MEASURE_RECORDS):
-                last = index == len(MEASURE_RECORDS) - 1
-                # One fetch, one complete window per record type: a vanished group is deleted.
-                # Without a known height no BMI can be computed, so none may be taken as deleted.
-                complete = kind != "bmi" or bool(known_height)
-                yield RawPage(
-                    type="measures",
-                    payload=payload,
-                    cursor=cursor if last else None,
-                    window=Window(kind, start, end) if complete else None,
-                    context={"record_type": kind},
-                )
+            if end >= ctx.now:
+                cursor["measures_lastupdate"] = started
+            height = _latest_height(payload["measuregrps"]) or height
+            if height:
+                cursor["height_m"] = payload["height_m"] = height
+            if isinstance(payload.get("timezone"), str):
+                cursor["timezone"] = payload["timezone"]  # the user's current zone, for rows without one
+            # One complete window for every measure type. Without a known height no BMI can be
+            # computed, so none may be taken as deleted.
+            others = [k for k in MEASURE_RECORDS if k != "weight" and (k != "bmi" or height)]
+            yield RawPage(
+                type="measures",
+                payload=payload,
+                cursor=cursor,
+                window=Window("weight", start, end, also=tuple(others)),
+            )
             start = end
 
-    def _fetch_series(self, ctx: SyncContext, name: str, path: str, action: str, data_fields: str) -> Iterator[RawPage]:
+    def _fetch_series(self, ctx: SyncContext, name: str, series: _Series) -> Iterator[RawPage]:
         key = f"{name}_lastupdate"
-        started = int(ctx.now.timestamp())
-        params = {"action": action, "data_fields": data_fields}
+        started = int((ctx.now - CLOCK_MARGIN).timestamp())
+        params = {"action": series.action, "data_fields": series.data_fields}
         if isinstance(ctx.cursor.get(key), int):
-            params["lastupdate"] = str(ctx.cursor[key])
+            params["lastupdate"] = str(ctx.cursor[key])  # never together with the day range
         else:
-            first = self._history_start(ctx).date() - timedelta(days=1)  # rows are keyed by local day
-            params["startdateymd"] = first.isoformat()
+            # Rows are keyed by the user's local day: a day more on each side covers every zone.
+            params["startdateymd"] = (self._history_start(ctx).date() - timedelta(days=1)).isoformat()
             params["enddateymd"] = (ctx.now.date() + timedelta(days=1)).isoformat()
-        pages = self._pages(ctx, path, params)
-        for body, last in _with_last(pages):
-            yield RawPage(type=name, payload=body, cursor={key: started} if last else None)
+        rows: list[Any] = []
+        for body in self._pages(ctx, series.path, params):
+            rows.extend(_rows(body, series.rows))
+        yield RawPage(type=name, payload={series.rows: rows}, cursor={key: started})
 
     def _pages(self, ctx: SyncContext, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """Every page of one call, following `more` / `offset`."""
+        """Every page of one call, following `more` (0/1 in getmeas, a boolean in v2) / `offset`."""
         form = dict(params)
         offsets: set[int] = set()
-        while True:
+        for _ in range(MAX_PAGES):
             response = ctx.http.request(
                 "POST",
                 f"{self.api_url}{path}",
@@ -193,34 +273,28 @@ class WithingsSource(OAuth2CodeSource):
             if not body.get("more"):
                 return
             offset = body.get("offset")
-            if not isinstance(offset, int) or offset in offsets:
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset in offsets:
                 raise TransientError(f"Withings {path} {form['action']} returned a bad offset")
             offsets.add(offset)
             form["offset"] = str(offset)
+        raise TransientError(f"Withings {path} {form['action']} kept answering more=true")
 
     # --- normalizing ---------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
         if page.type == "measures":
-            rows, convert = page.payload["measuregrps"], _measure_converter(page, ctx)
-        elif page.type == "workouts":
-            rows, convert = _series(page.payload), _workout
-        else:
-            rows, convert = _series(page.payload), _sleep
-        records: list[Record] = []
-        for row in rows:
-            try:
-                records.extend(convert(row))
-            except (Malformed, KeyError, TypeError, ValueError) as exc:
-                log.warning("withings connection %s: skipped a %s row: %s", ctx.connection_id, page.type, exc)
-                page.skipped(str(exc))
-        return records
+            return _normalize_measures(page, ctx)
+        if page.type == "workouts":
+            return _normalize_rows(page, ctx, "series", "activities", _workout)
+        if page.type == "sleep":
+            return _normalize_sleeps(page, ctx)
+        return _normalize_rows(page, ctx, "activities", "activity_summaries", _activity_summary)
 
 
-WORKOUT_FIELDS = "calories,steps,distance,elevation,hr_average,hr_min,hr_max,intensity,pause_duration"
-SLEEP_FIELDS = (
-    "total_timeinbed,total_sleep_time,asleepduration,lightsleepduration,deepsleepduration,remsleepduration,"
-    "wakeupduration,wakeupcount,sleep_efficiency,sleep_latency,hr_average,sleep_score"
-)
+_GETMEAS = {
+    "action": "getmeas",
+    "meastypes": ",".join(str(t) for t in MEASTYPES),
+    "category": str(REAL_MEASURES),  # real measures, not the user's goals
+}
 
 
 # --- envelope statuses -----------------------------------------------------------------------
@@ -228,48 +302,46 @@ SLEEP_FIELDS = (
 
 def _envelope(response: requests.Response) -> tuple[int, str]:
     payload = decode_json(response)
-    if not isinstance(payload, dict) or not isinstance(payload.get("status"), int):
+    status = payload.get("status") if isinstance(payload, dict) else None
+    if isinstance(status, bool) or not isinstance(status, int):
         raise TransientError("Withings returned a reply without an envelope status")
     # Withings' own error text names the problem; it never echoes tokens.
-    return payload["status"], str(payload.get("error", ""))[:200]
+    return status, str(payload.get("error") or "")[:200]
+
+
+def _error_occurred(status: int) -> bool:
+    return any(low <= status <= high for low, high in ERROR_OCCURRED_RANGES)
 
 
 def _token_status(response: requests.Response) -> None:
     status, error = _envelope(response)
-    if status == 0:
+    if status == SUCCESS:
         return
     if status == TOO_MANY_REQUESTS:
-        raise RateLimited("Withings token endpoint: too many requests")
-    if status in TRANSIENT:
+        raise RateLimited("Withings token endpoint: too many requests (status 601)")
+    if status in (TIMEOUT, BAD_STATE) or _error_occurred(status):
         raise TransientError(f"Withings token endpoint answered status {status}")
-    # 503 "invalid code" / "invalid refresh_token", and the auth-failure family.
+    if status == NOT_IMPLEMENTED:  # a wrong endpoint or action: ours to fix, not the user's
+        raise PermanentError(f"Withings token endpoint answered status {status} (not implemented)")
+    # 503 "Invalid Params: invalid code" / "invalid refresh_token", and the auth-failure family.
     raise RefreshRefused(f"Withings refused the grant (status {status}: {error})")
 
 
 def _api_status(response: requests.Response) -> None:
     status, error = _envelope(response)
-    if status == 0:
+    if status == SUCCESS:
         return
     if status in AUTH_FAILED:
         raise TokenRejected(f"Withings rejected the access token (status {status})")
     if status == TOO_MANY_REQUESTS:
         raise RateLimited("Withings: too many requests (status 601)")
-    if status in TRANSIENT:
+    if status in (TIMEOUT, BAD_STATE) or _error_occurred(status):
         raise TransientError(f"Withings answered status {status}")
+    # Unauthorized / insufficient scope, invalid params, not implemented, anything unknown.
     raise PermanentError(f"Withings answered status {status}: {error}")
 
 
-def _with_last(pages: Iterator[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bool]]:
-    previous: dict[str, Any] | None = None
-    for page in pages:
-        if previous is not None:
-            yield previous, False
-        previous = page
-    if previous is not None:
-        yield previous, True
-
-
-# --- rows --------------------------------------------------------------------------------------
+# --- values ------------------------------------------------------------------------------------
 
 
 def _rows(body: dict[str, Any], key: str) -> list[Any]:
@@ -279,24 +351,25 @@ def _rows(body: dict[str, Any], key: str) -> list[Any]:
     return rows
 
 
-def _series(body: dict[str, Any]) -> list[Any]:
-    return _rows(body, "series")
-
-
 def _int(raw: Any, name: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise Malformed(f"{name} is missing")
     try:
-        return int(raw)
+        number = float(raw)
     except ValueError:
-        raise Malformed(f"{name} is not a number: {raw!r}") from None
+        raise Malformed(f"{name} is not a number") from None
+    if not number.is_integer():
+        raise Malformed(f"{name} is not an integer")
+    return int(number)
 
 
-def _number(raw: Any) -> float | None:
-    if raw is None or isinstance(raw, bool):
+def _number(row: dict[str, Any], name: str) -> float | None:
+    """An optional number: absent or null is None (v2 services send only what was asked for)."""
+    raw = row.get(name)
+    if raw is None:
         return None
-    if not isinstance(raw, int | float):
-        raise Malformed(f"not a number: {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise Malformed(f"{name} is not a number")
     return float(raw)
 
 
@@ -304,75 +377,135 @@ def _instant(raw: Any, name: str) -> datetime:
     return datetime.fromtimestamp(_int(raw, name), UTC)
 
 
-def _offset(zone: Any, at: datetime) -> int:
-    """Minutes east of UTC in the row's IANA zone at that instant (DST included)."""
+def _zone(raw: Any) -> ZoneInfo | None:
+    if raw is None or raw == "":
+        return None
     try:
-        offset = at.astimezone(ZoneInfo(str(zone))).utcoffset()
+        return ZoneInfo(str(raw))
     except (ZoneInfoNotFoundError, ValueError):
-        raise Malformed(f"unknown time zone {zone!r}") from None
+        raise Malformed(f"timezone {str(raw)[:40]!r} is not an IANA time zone") from None
+
+
+def _offset(zone: ZoneInfo | None, at: datetime) -> int:
+    """Minutes east of UTC in the row's zone at that instant (DST included); 0 without a zone."""
+    if zone is None:
+        return 0
+    offset = at.astimezone(zone).utcoffset()
     return int(offset.total_seconds() // 60) if offset is not None else 0
 
 
-def _measures(group: dict[str, Any]) -> dict[int, float]:
-    """A group's measures by type, as real values (`value * 10^unit`)."""
-    out: dict[int, float] = {}
-    for measure in group.get("measures") or []:
-        if not isinstance(measure, dict):
-            raise Malformed("a measure is not an object")
-        out[_int(measure.get("type"), "type")] = _int(measure.get("value"), "value") * 10.0 ** _int(
-            measure.get("unit"), "unit"
-        )
-    return out
+def _day(row: dict[str, Any], name: str = "date") -> date | None:
+    raw = row.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise Malformed(f"{name} is not a YYYY-MM-DD day")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise Malformed(f"{name} is not a YYYY-MM-DD day") from None
+
+
+# --- measures ----------------------------------------------------------------------------------
+
+
+def _merge_measures(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    zones = [b["timezone"] for b in bodies if isinstance(b.get("timezone"), str) and b["timezone"]]
+    groups = [g for b in bodies for g in _rows(b, "measuregrps")]
+    return {"measuregrps": groups, "timezone": zones[0] if zones else None}
+
+
+def _real(measure: Any) -> tuple[int, float]:
+    """(meastype, value * 10^unit), exact in decimal: 75232 and -3 are 75.232."""
+    if not isinstance(measure, dict):
+        raise Malformed("a measure is not an object")
+    kind = _int(measure.get("type"), "measures[].type")
+    try:
+        value = Decimal(_int(measure.get("value"), "measures[].value"))
+        return kind, float(value.scaleb(_int(measure.get("unit"), "measures[].unit")))
+    except InvalidOperation:
+        raise Malformed("measures[].unit is out of range") from None
 
 
 def _latest_height(groups: list[Any]) -> float | None:
     latest: tuple[int, float] | None = None
     for group in groups:
-        try:
-            height = _measures(group).get(HEIGHT)
-            at = _int(group.get("date"), "date")
-        except (Malformed, AttributeError):
+        if not isinstance(group, dict) or group.get("category", REAL_MEASURES) != REAL_MEASURES:
             continue
-        if height is not None and (latest is None or at > latest[0]):
-            latest = (at, height)
+        for measure in group.get("measures") or []:
+            try:
+                kind, value = _real(measure)
+                at = _int(group.get("date"), "date")
+            except Malformed:
+                continue
+            if kind == HEIGHT and value > 0 and (latest is None or at > latest[0]):
+                latest = (at, value)
     return latest[1] if latest else None
 
 
-def _measure_converter(page: RawPage, ctx: SyncContext) -> Callable[[Any], list[Record]]:
-    kind = page.context["record_type"]
-    zone = page.payload.get("timezone", "UTC")
-    height = _latest_height(page.payload["measuregrps"]) or ctx.cursor.get("height_m")
-
-    def convert(group: Any) -> list[Record]:
-        if not isinstance(group, dict):
-            raise Malformed("a measure group is not an object")
-        return [r for r in _group_records(group, zone, height) if r.type == kind]
-
-    return convert
+def _kinds_of(group: Any) -> list[str]:
+    """The record types a group would give, as far as it can be read (for counting it unreadable)."""
+    kinds: list[str] = []
+    measures = group.get("measures") if isinstance(group, dict) else None
+    for measure in measures if isinstance(measures, list) else []:
+        kind = RECORD_OF_MEASTYPE.get(measure.get("type")) if isinstance(measure, dict) else None
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    return kinds or ["weight"]
 
 
-def _group_records(group: dict[str, Any], zone: str, height_m: float | None) -> list[Record]:
+def _normalize_measures(page: RawPage, ctx: SyncContext) -> list[Record]:
+    groups = page.payload["measuregrps"]
+    default_zone = page.payload.get("timezone")
+    # The slice's own latest height, else the latest known (all heights are read first).
+    height = _latest_height(groups) or page.payload.get("height_m") or ctx.cursor.get("height_m")
+    records: list[Record] = []
+    for group in groups:
+        if isinstance(group, dict) and group.get("category") == USER_GOALS:
+            continue  # the user's objectives (asked for category 1 only): not measurements
+        try:
+            if not isinstance(group, dict):
+                raise Malformed("a measure group is not an object")
+            records.extend(_group_records(page, group, default_zone, height))
+        except Malformed as exc:
+            for kind in _kinds_of(group):
+                _skip(page, ctx, kind, f"measure group: {exc}")
+    return records
+
+
+def _group_records(page: RawPage, group: dict[str, Any], default_zone: Any, height_m: Any) -> list[Record]:
     at = _instant(group.get("date"), "date")
     grpid = str(_int(group.get("grpid"), "grpid"))
+    # The group's own zone where it has one (observed), else the answer's (documented).
+    zone = _zone(group.get("timezone") or default_zone)
     tz = _offset(zone, at)
-    values = _measures(group)
-    source = {k: group.get(k) for k in ("grpid", "attrib", "date", "modified", "category", "model", "measures")}
+    values: dict[int, float] = {}
+    raw = group.get("measures")
+    if not isinstance(raw, list):
+        raise Malformed("measures is not a list")
+    for measure in raw:
+        try:
+            kind, value = _real(measure)
+        except Malformed as exc:
+            wanted = measure.get("type") if isinstance(measure, dict) else None
+            if wanted in RECORD_OF_MEASTYPE or not isinstance(wanted, int):  # not one of the types read: ignored
+                page.skipped(f"measure group {grpid}: {exc}", type=RECORD_OF_MEASTYPE.get(wanted, "weight"))
+            continue
+        values.setdefault(kind, value)  # the first of a type (segmental types repeat by position)
+    source: dict[str, Any] = {
+        k: group.get(k)
+        for k in ("grpid", "attrib", "date", "created", "modified", "category", "model", "timezone", "measures")
+        if k in group
+    }
 
     def reading(kind: str, value: float, unit: str) -> Record:
-        return Record(
-            type=kind,
-            external_id=grpid,
-            start_time=at,
-            tz_offset=tz,
-            value=value,
-            fields={"value": value, "unit": unit},
-            source_data=source,
-        )
+        fields = {"value": value, "unit": unit}
+        return Record(kind, grpid, at, tz, value=value, fields=fields, source_data=source)
 
     records = []
     if WEIGHT in values:
         records.append(reading("weight", round(values[WEIGHT], 3), "kg"))
-        if height_m:
+        if isinstance(height_m, int | float) and height_m > 0:
             records.append(reading("bmi", round(values[WEIGHT] / height_m**2, 1), "kg/m2"))
     if HEIGHT in values:
         records.append(reading("height", round(values[HEIGHT] * 100, 1), "cm"))
@@ -384,89 +517,181 @@ def _group_records(group: dict[str, Any], zone: str, height_m: float | None) -> 
         records.append(reading("heart_rate", round(values[PULSE]), "bpm"))
     if SYSTOLIC in values and DIASTOLIC in values:
         systolic, diastolic = round(values[SYSTOLIC]), round(values[DIASTOLIC])
-        records.append(
-            Record(
-                type="blood_pressure",
-                external_id=grpid,
-                start_time=at,
-                tz_offset=tz,
-                value=systolic,
-                fields={"systolic": systolic, "diastolic": diastolic, "unit": "mmHg"},
-                source_data=source,
-            )
-        )
+        fields = {"systolic": systolic, "diastolic": diastolic, "unit": "mmHg"}
+        records.append(Record("blood_pressure", grpid, at, tz, value=systolic, fields=fields, source_data=source))
+    elif SYSTOLIC in values or DIASTOLIC in values:
+        missing = "systolic (10)" if SYSTOLIC not in values else "diastolic (9)"
+        page.skipped(f"blood pressure group {grpid} has no {missing} measure", type="blood_pressure")
     return records
 
 
-def _period(row: Any) -> tuple[str, datetime, datetime, int, dict[str, Any]]:
-    if not isinstance(row, dict):
-        raise Malformed("a row is not an object")
+def _skip(page: RawPage, ctx: SyncContext, kind: str, reason: str) -> None:
+    log.warning("withings connection %s: skipped a %s item: %s", ctx.connection_id, kind, reason)
+    page.skipped(reason, type=kind)
+
+
+# --- workouts, sleeps, daily activity ----------------------------------------------------------
+
+
+def _normalize_rows(page: RawPage, ctx: SyncContext, key: str, kind: str, convert: Any) -> list[Record]:
+    records: list[Record] = []
+    for row in page.payload[key]:
+        try:
+            if not isinstance(row, dict):
+                raise Malformed("a row is not an object")
+            records.append(convert(row, ctx))
+        except Malformed as exc:
+            _skip(page, ctx, kind, str(exc))
+    return records
+
+
+@dataclass
+class _Period:
+    external_id: str
+    start: datetime
+    end: datetime
+    tz: int
+    day: date | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _period(row: dict[str, Any]) -> _Period:
     start, end = _instant(row.get("startdate"), "startdate"), _instant(row.get("enddate"), "enddate")
     if end < start:
-        raise Malformed("ends before it starts")
-    data = row.get("data") or {}
+        raise Malformed("enddate is before startdate")
+    data = row.get("data")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise Malformed("data is not an object")
-    return str(_int(row.get("id"), "id")), start, end, _offset(row.get("timezone", "UTC"), start), data
+    external_id = str(_int(row.get("id"), "id"))
+    return _Period(external_id, start, end, _offset(_zone(row.get("timezone")), start), _day(row), data)
 
 
-def _workout(row: Any) -> list[Record]:
-    external_id, start, end, tz, data = _period(row)
-    pause = _number(data.get("pause_duration")) or 0
-    distance, steps = _number(data.get("distance")), _number(data.get("steps"))
+def _workout(row: dict[str, Any], ctx: SyncContext) -> Record:
+    period = _period(row)
+    data = period.data
     category = _int(row.get("category"), "category")
+    pause = _number(data, "pause_duration") or 0
+    # The documented measures; a value the user typed in (0 when none was) only where there is none.
+    distance = _first(_number(data, "distance"), _number(data, "manual_distance"))
+    calories = _first(_number(data, "calories"), _number(data, "manual_calories"))  # active kcal
+    steps = _number(data, "steps")
     fields = {
         "type": WORKOUT_CATEGORIES.get(category, "other"),
-        "duration": round((end - start).total_seconds() - pause),
+        "duration": max(0, round((period.end - period.start).total_seconds() - pause)),
         "distance": round(distance, 1) if distance is not None else None,
         "steps": round(steps) if steps is not None else None,
-        "calories": _number(data.get("calories")),
+        "calories": calories,
     }
-    return [
-        Record(
-            type="activities",
-            external_id=external_id,
-            start_time=start,
-            end_time=end,
-            tz_offset=tz,
-            fields=fields,
-            source_data=row,
-        )
-    ]
+    return Record(
+        type="activities",
+        external_id=period.external_id,
+        start_time=period.start,
+        end_time=period.end,
+        tz_offset=period.tz,
+        fields=fields,
+        source_data=row,
+        day=period.day,  # Withings' `date`: the day it files the workout under
+    )
+
+
+def _first(measured: float | None, typed: float | None) -> float | None:
+    return measured if measured is not None else (typed or None)
 
 
 def _minutes(seconds: float | None) -> int | None:
     return round(seconds / 60) if seconds is not None else None
 
 
-def _sleep(row: Any) -> list[Record]:
-    external_id, start, end, tz, data = _period(row)
-    in_bed = _number(data.get("total_timeinbed"))
-    asleep = _number(data.get("total_sleep_time"))
-    asleep = asleep if asleep is not None else _number(data.get("asleepduration"))
-    efficiency = _number(data.get("sleep_efficiency"))  # a 0-1 ratio at Withings
-    wakeups = _number(data.get("wakeupcount"))
-    day = row.get("date")
-    day = day if isinstance(day, str) else (end + timedelta(minutes=tz)).date().isoformat()
-    date.fromisoformat(day)  # a day that isn't one makes the row malformed (ValueError)
+def _normalize_sleeps(page: RawPage, ctx: SyncContext) -> list[Record]:
+    records = _normalize_rows(page, ctx, "series", "sleeps", _sleep)
+    # Withings flags no nap: of the sessions it files under one day, the longest is the main one.
+    longest: dict[date | None, Record] = {}
+    for record in records:
+        best = longest.get(record.day)
+        if best is None or _length(record) > _length(best):
+            longest[record.day] = record
+    main = {id(r) for r in longest.values()}
+    return [replace(r, fields={**r.fields, "mainSleep": id(r) in main}) for r in records]
+
+
+def _length(record: Record) -> float:
+    return ((record.end_time or record.start_time) - record.start_time).total_seconds()
+
+
+def _sleep(row: dict[str, Any], ctx: SyncContext) -> Record:
+    period = _period(row)
+    data = period.data
+    in_bed = _number(data, "total_timeinbed")
+    asleep = _number(data, "total_sleep_time")
+    if asleep is None:  # a night from an external source: no stages, `asleepduration` instead
+        asleep = _number(data, "asleepduration")
+    if asleep is None:
+        stages = [_number(data, f) for f in ("lightsleepduration", "deepsleepduration", "remsleepduration")]
+        asleep = sum(s for s in stages if s is not None) if any(s is not None for s in stages) else None
+    efficiency = _number(data, "sleep_efficiency")
+    if efficiency is not None:
+        # A 0-1 ratio in the reference and in observed replies; a percentage in one published example.
+        efficiency = round(efficiency * 100 if efficiency <= 1 else efficiency)
+    wakeups = _number(data, "wakeupcount")
+    # The day Withings files the night under (the morning it ends); derived only if absent.
+    day = period.day or (period.end + timedelta(minutes=period.tz)).date()
     fields = {
-        "day": day,
-        # Withings keeps one sleep per night; naps are not tracked apart.
+        "day": day.isoformat(),
         "mainSleep": True,
         "timeAsleep": _minutes(asleep),
-        "timeAwake": _minutes(_number(data.get("wakeupduration"))),
-        "timeInBed": _minutes(in_bed if in_bed is not None else (end - start).total_seconds()),
-        "efficiency": round(efficiency * 100) if efficiency is not None else None,
+        "timeAwake": _minutes(_number(data, "wakeupduration")),
+        "timeInBed": _minutes(in_bed if in_bed is not None else (period.end - period.start).total_seconds()),
+        "efficiency": efficiency,
         "numberOfWakeups": round(wakeups) if wakeups is not None else None,
     }
-    return [
-        Record(
-            type="sleeps",
-            external_id=external_id,
-            start_time=start,
-            end_time=end,
-            tz_offset=tz,
-            fields=fields,
-            source_data=row,
-        )
-    ]
+    return Record(
+        type="sleeps",
+        external_id=period.external_id,
+        start_time=period.start,
+        end_time=period.end,
+        tz_offset=period.tz,
+        fields=fields,
+        source_data=row,
+        day=day,
+    )
+
+
+def _activity_summary(row: dict[str, Any], ctx: SyncContext) -> Record:
+    day = _day(row)
+    if day is None:
+        raise Malformed("date is missing")
+    # The row's zone; a row without one takes the user's zone from getmeas, else UTC.
+    zone = _zone(row.get("timezone") or ctx.cursor.get("timezone"))
+    midnight = datetime.combine(day, time(), tzinfo=zone or UTC)
+    start = midnight.astimezone(UTC)
+    steps = _number(row, "steps")
+    soft, moderate, intense = (_number(row, k) for k in ("soft", "moderate", "intense"))
+    parts = [p for p in (soft, moderate, intense) if p is not None]
+    fields = {
+        "date": day.isoformat(),
+        "steps": round(steps) if steps is not None else None,
+        "distance": _number(row, "distance"),  # metres
+        "calories": _number(row, "totalcalories"),  # kcal, active + passive: the day's total
+        "activeCalories": _number(row, "calories"),  # kcal, active only
+        "duration": round(sum(parts)) if parts else None,  # seconds of soft, moderate or intense activity
+        "sedentary": None,  # not reported
+        "light": _round(soft),
+        "moderate": _round(moderate),
+        "vigorous": _round(intense),
+    }
+    return Record(
+        type="activity_summaries",
+        external_id=day.isoformat(),  # one row per day at Withings
+        start_time=start,
+        end_time=start + timedelta(days=1),
+        tz_offset=_offset(zone, start),
+        fields=fields,
+        source_data=row,
+        day=day,
+    )
+
+
+def _round(value: float | None) -> int | None:
+    return round(value) if value is not None else None

@@ -1,18 +1,38 @@
 """An emulator of the Withings public Health Data API, for the `withings` source.
 
+Built from Withings' API reference (developer.withings.com/api-reference: the `measuregrp_object`,
+`measure_object`, `activity_object`, `workout_object`, `sleep_summary_object` schemas and the
+"Response Status" table) and from replies published by public clients; the reading, with its
+sources, is in docs/providers/withings.md.
+
 OAuth: `/oauth2_user/authorize2` redirects back with `code` + `state` (or `error=access_denied`);
 codes live 30 s and work once. `/v2/oauth2 action=requesttoken` answers HTTP 200 with the
 `{"status", "body"}` envelope for every outcome: 3 h access tokens, and a new refresh token on
-every refresh; the old one dies once the new access token is used (or after 8 h). Data: RPC calls
-(`/measure getmeas`, `/v2/measure getworkouts`, `/v2/sleep getsummary`) by POST form or GET
-query, Bearer auth, `value`/`unit` encoding, `more`/`offset` paging, `startdate`/`enddate`,
-`startdateymd`/`enddateymd` or `lastupdate`, IANA `timezone`s. Errors as envelope statuses with
-HTTP 200 (401 invalid token, 503 invalid params, 601 too many requests past a per-minute limit);
-faults (any status, HTTP 5xx, malformed JSON) can be injected per path.
+every refresh; the old one dies once the new access token is used (or after 8 h).
+
+Data: RPC calls by POST form (or GET query), Bearer auth:
+- `/measure getmeas`: `meastype` or `meastypes`, `category`, `startdate`/`enddate` (epoch,
+  inclusive) or `lastupdate`, `offset`; body `updatetime`, `timezone`, `measuregrps` (newest
+  first), `more` (0/1), `offset`. Groups keep `value`/`unit` encoding.
+- `/v2/measure getactivity`, `/v2/measure getworkouts`, `/v2/sleep getsummary`: `startdateymd` +
+  `enddateymd` (inclusive, on the row's `date`) or `lastupdate`, never both (observed: both
+  together answer nothing); `data_fields` (only the fields asked for are sent); body `activities`
+  or `series`, `more` (boolean), `offset`.
+
+Errors as envelope statuses with HTTP 200: 401 invalid token, 403 insufficient scope (a service
+whose scope the user did not grant), 503 invalid params, 601 too many requests past a per-minute
+limit, 2554 for an unknown service or action. Faults (any status, HTTP 5xx, malformed JSON) can
+be injected per path.
+
+Where public sources disagree, switches send every shape: `userid_as_int` (the reference types
+`userid` as an integer, replies send a string), `group_timezones` (a `timezone` in each measure
+group, besides the body's), `sleep_efficiency` ("ratio" 0-1 as documented and observed, or
+"percent" as in one published example).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
@@ -31,6 +51,40 @@ from . import ServerThread
 CLIENT_ID = "wi-client-1"
 CLIENT_SECRET = "wi-secret-1"
 USER_ID = 3021977
+ALL_SCOPES = "user.info,user.metrics,user.activity,user.sleepevents"
+
+# The scope each data service needs (API reference, OAuth2 scopes).
+SERVICE_SCOPES = {
+    ("/measure", "getmeas"): "user.metrics",
+    ("/v2/measure", "getactivity"): "user.activity",
+    ("/v2/measure", "getworkouts"): "user.activity",
+    ("/v2/sleep", "getsummary"): "user.sleepevents",
+}
+# Fields of an activity row sent whatever `data_fields` asks (the rest only when asked for).
+ACTIVITY_META = ("date", "timezone", "deviceid", "hash_deviceid", "brand", "is_tracker", "modified", "model", "modelid")
+# What getsummary sends without `data_fields` (observed: python-withings sleep_summary_no_datafields).
+SLEEP_DEFAULT_FIELDS = (
+    "wakeupduration",
+    "wakeupcount",
+    "durationtosleep",
+    "remsleepduration",
+    "durationtowakeup",
+    "total_timeinbed",
+    "total_sleep_time",
+    "sleep_efficiency",
+    "sleep_latency",
+    "wakeup_latency",
+    "waso",
+    "nb_rem_episodes",
+    "out_of_bed_count",
+    "lightsleepduration",
+    "deepsleepduration",
+)
+INVALID_TOKEN = "XRequestID: Not provided invalid_token: The access token provided is invalid"
+INSUFFICIENT_SCOPE = (
+    "XRequestID: [Not provided] - Insufficient_scope: The request requires higher privileges than provided by the "
+    "access token"
+)
 
 
 @dataclass
@@ -51,10 +105,15 @@ class WithingsEmulator:
     page_size: int = 2
     access_lifetime: int = 10800
     rate_limit_per_minute: int = 120
-    timezone: str = "Europe/Paris"
+    timezone: str = "Europe/Paris"  # the user's zone: getmeas' body `timezone`, and new rows'
     deny_consent: bool = False
+    granted_scopes: str | None = None  # what the user grants; None: everything asked for
+    userid_as_int: bool = False
+    group_timezones: bool = False
+    sleep_efficiency: str = "ratio"  # ratio | percent
     calls: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
+    requests: list[dict[str, str]] = field(default_factory=list)  # every data call's parameters
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -64,6 +123,7 @@ class WithingsEmulator:
         self.groups: dict[int, dict[str, Any]] = {}
         self.workouts: dict[int, dict[str, Any]] = {}
         self.sleeps: dict[int, dict[str, Any]] = {}
+        self.activities: dict[str, dict[str, Any]] = {}
         self.recent: deque[float] = deque()
         self._next_id = 1000
         self.server = ServerThread(self.wsgi)
@@ -101,33 +161,70 @@ class WithingsEmulator:
             entry = self.refresh.get(token)
             return entry is not None and entry["dies_at"] > time.time()
 
-    # --- data --------------------------------------------------------------------------------
+    # --- data: rows exactly as given (a documented or published example) ----------------------
+    def add_group(self, group: dict[str, Any]) -> int:
+        """One `measuregrp_object` as given."""
+        with self.lock:
+            self.groups[int(group["grpid"])] = copy.deepcopy(group)
+        return int(group["grpid"])
+
+    def add_workout_row(self, row: dict[str, Any]) -> int:
+        """One `workout_object` as given."""
+        with self.lock:
+            self.workouts[int(row["id"])] = copy.deepcopy(row)
+        return int(row["id"])
+
+    def add_sleep_row(self, row: dict[str, Any]) -> int:
+        """One `sleep_summary_object` as given."""
+        with self.lock:
+            self.sleeps[int(row["id"])] = copy.deepcopy(row)
+        return int(row["id"])
+
+    def add_activity_row(self, row: dict[str, Any]) -> str:
+        """One `activity_object` (a day's totals) as given."""
+        with self.lock:
+            self.activities[str(row["date"])] = copy.deepcopy(row)
+        return str(row["date"])
+
+    # --- data: rows built in the documented shape ---------------------------------------------
     def _id(self) -> int:
         self._next_id += 1
         return self._next_id
 
-    def add_measures(self, at: datetime, measures: dict[int, tuple[int, int]], *, attrib: int = 0) -> int:
-        """One measure group: {meastype: (value, unit)}, the real value being value * 10^unit."""
+    def add_measures(
+        self,
+        at: datetime,
+        measures: dict[int, tuple[int, int]],
+        *,
+        attrib: int = 0,
+        category: int = 1,
+        timezone: str | None = None,
+    ) -> int:
+        """One measure group: {meastype: (value, unit)}, the real value being value * 10^unit.
+        `timezone` is the group's own (sent when `group_timezones` is on)."""
+        now = int(time.time())
         with self.lock:
             grpid = self._id()
-            now = int(time.time())
-            self.groups[grpid] = {
-                "grpid": grpid,
-                "attrib": attrib,
-                "date": int(at.timestamp()),
-                "created": now,
-                "modified": now,
-                "category": 1,
-                "deviceid": "a1b2c3",
-                "hash_deviceid": "a1b2c3",
-                "model": "Body+",
-                "modelid": 5,
-                "measures": [{"value": v, "type": t, "unit": u, "algo": 0, "fm": 3} for t, (v, u) in measures.items()],
-                "comment": None,
-            }
-        return grpid
+        group = {
+            "grpid": grpid,
+            "attrib": attrib,
+            "date": int(at.timestamp()),
+            "created": now,
+            "modified": now,
+            "category": category,
+            "deviceid": "a1b2c3",
+            "hash_deviceid": "a1b2c3",
+            "measures": [{"value": v, "type": t, "unit": u, "algo": 0, "fm": 3} for t, (v, u) in measures.items()],
+            "modelid": 5,
+            "model": "Body+",
+            "comment": None,
+        }
+        if timezone is not None:
+            group["timezone"] = timezone
+        return self.add_group(group)
 
     def update_measures(self, grpid: int, measures: dict[int, tuple[int, int]]) -> None:
+        """Editing a measure updates its group: same `grpid`, new `modified`."""
         with self.lock:
             group = self.groups[grpid]
             group["measures"] = [{"value": v, "type": t, "unit": u} for t, (v, u) in measures.items()]
@@ -146,8 +243,10 @@ class WithingsEmulator:
         end = start + timedelta(minutes=minutes)
         data = {
             "calories": 345.5,
+            "manual_calories": 0,
             "steps": steps,
             "distance": distance,
+            "manual_distance": 0,
             "elevation": 12,
             "hr_average": 142,
             "hr_min": 98,
@@ -155,7 +254,22 @@ class WithingsEmulator:
             "intensity": 60,
             "pause_duration": 120,
         }
-        return self._add_series(self.workouts, start, end, category=category, data=data)
+        row_id = self._id()
+        return self.add_workout_row(
+            {
+                "id": row_id,
+                "category": category,
+                "timezone": self.timezone,
+                "model": 93,
+                "attrib": 0,
+                "startdate": int(start.timestamp()),
+                "enddate": int(end.timestamp()),
+                "date": self._local_day(start),
+                "deviceid": "d4e5f6",
+                "data": data,
+                "modified": int(time.time()),
+            }
+        )
 
     def add_sleep(self, start: datetime, end: datetime, *, asleep_s: int, awake_s: int, wakeups: int = 3) -> int:
         in_bed = int((end - start).total_seconds())
@@ -165,32 +279,69 @@ class WithingsEmulator:
             "wakeupduration": awake_s,
             "wakeupcount": wakeups,
             "sleep_efficiency": round(asleep_s / in_bed, 2),
+            "sleep_latency": 600,
             "lightsleepduration": asleep_s // 2,
             "deepsleepduration": asleep_s // 4,
-            "remsleepduration": asleep_s // 4,
+            "remsleepduration": asleep_s - asleep_s // 2 - asleep_s // 4,
             "sleep_score": 81,
         }
-        return self._add_series(self.sleeps, start, end, model=32, data=data)
-
-    def _add_series(self, table: dict[int, dict[str, Any]], start: datetime, end: datetime, **row: Any) -> int:
-        with self.lock:
-            row_id = self._id()
-            table[row_id] = {
+        row_id = self._id()
+        now = int(time.time())
+        return self.add_sleep_row(
+            {
                 "id": row_id,
+                "timezone": self.timezone,
+                "model": 32,
+                "model_id": 63,
+                "hash_deviceid": "d4e5f6",
                 "startdate": int(start.timestamp()),
                 "enddate": int(end.timestamp()),
-                "date": self._local_day(end if table is self.sleeps else start),
-                "timezone": self.timezone,
-                "deviceid": "d4e5f6",
-                "modified": int(time.time()),
-                **row,
+                "date": self._local_day(end),  # the day the night ends on (observed)
+                "data": data,
+                "created": now,
+                "modified": now,
             }
-        return row_id
+        )
+
+    def add_activity(self, day: date, **values: Any) -> str:
+        """A day's totals (steps, distance m, soft/moderate/intense/active s, calories (active
+        kcal), totalcalories (kcal), ...) from the user's tracker."""
+        row = {
+            "date": day.isoformat(),
+            "timezone": self.timezone,
+            "deviceid": "d4e5f6",
+            "hash_deviceid": "d4e5f6",
+            "brand": 1,
+            "is_tracker": True,
+            "modified": int(time.time()),
+            "model": "ScanWatch",
+            "modelid": 93,
+            "steps": 8543,
+            "distance": 6234.5,
+            "elevation": 25.0,
+            "soft": 2340,
+            "moderate": 1200,
+            "intense": 600,
+            "active": 1800,
+            "calories": 312.5,
+            "totalcalories": 2150.0,
+            "hr_average": 72,
+            "hr_min": 55,
+            "hr_max": 145,
+            **values,
+        }
+        return self.add_activity_row(row)
 
     def update_series(self, kind: str, row_id: int, **data: Any) -> None:
         with self.lock:
             row = (self.workouts if kind == "workouts" else self.sleeps)[row_id]
             row["data"].update(data)
+            row["modified"] = int(time.time())
+
+    def update_activity(self, day: date, **values: Any) -> None:
+        with self.lock:
+            row = self.activities[day.isoformat()]
+            row.update(values)
             row["modified"] = int(time.time())
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -221,6 +372,7 @@ class WithingsEmulator:
             return self._token(request)
         routes = {
             ("/measure", "getmeas"): self._getmeas,
+            ("/v2/measure", "getactivity"): self._getactivity,
             ("/v2/measure", "getworkouts"): self._getworkouts,
             ("/v2/sleep", "getsummary"): self._getsummary,
         }
@@ -228,9 +380,13 @@ class WithingsEmulator:
         if handler is None:
             return _envelope(2554, {}, "Not implemented")
         self.calls[action] += 1
-        user = self._user_of(request)
-        if user is None:
-            return _envelope(401, {}, "XRequestID: Not provided invalid_token: The access token provided is invalid")
+        with self.lock:
+            self.requests.append({"path": path, **request.values.to_dict()})
+        grant = self._grant_of(request)
+        if grant is None:
+            return _envelope(401, {}, INVALID_TOKEN)
+        if SERVICE_SCOPES[(path, action)] not in grant["scope"].split(","):
+            return _envelope(403, {}, INSUFFICIENT_SCOPE)
         if self._throttled():
             return _envelope(601, {}, "Too Many Requests")
         return handler(request)
@@ -244,11 +400,13 @@ class WithingsEmulator:
         if self.deny_consent:
             query = {"error": "access_denied", "state": args["state"]}
             return Response("", 302, {"Location": f"{redirect_uri}?{urlencode(query)}"})
+        asked = [s for s in args.get("scope", "").split(",") if s]
+        granted = asked if self.granted_scopes is None else [s for s in asked if s in self.granted_scopes.split(",")]
         code = secrets.token_hex(20)
         with self.lock:
             self.codes[code] = {
                 "redirect_uri": redirect_uri,
-                "scope": args.get("scope", ""),
+                "scope": ",".join(granted),
                 "expires_at": time.time() + 30,
             }
         return Response("", 302, {"Location": f"{redirect_uri}?{urlencode({'code': code, 'state': args['state']})}"})
@@ -280,10 +438,10 @@ class WithingsEmulator:
 
     def _issue(self, scope: str, replaces: str | None) -> dict[str, Any]:
         access, refresh = secrets.token_hex(20), secrets.token_hex(20)
-        self.access[access] = {"expires_at": time.time() + self.access_lifetime, "replaces": replaces}
+        self.access[access] = {"expires_at": time.time() + self.access_lifetime, "replaces": replaces, "scope": scope}
         self.refresh[refresh] = {"scope": scope, "dies_at": time.time() + 365 * 86400}
         return {
-            "userid": str(USER_ID),
+            "userid": USER_ID if self.userid_as_int else str(USER_ID),
             "access_token": access,
             "refresh_token": refresh,
             "expires_in": self.access_lifetime,
@@ -292,7 +450,7 @@ class WithingsEmulator:
             "token_type": "Bearer",
         }
 
-    def _user_of(self, request: Request) -> int | None:
+    def _grant_of(self, request: Request) -> dict[str, Any] | None:
         header = request.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else request.values.get("access_token", "")
         with self.lock:
@@ -303,7 +461,7 @@ class WithingsEmulator:
             if grant["replaces"]:
                 self.refresh.pop(grant["replaces"], None)
                 grant["replaces"] = None
-        return USER_ID
+        return grant
 
     def _throttled(self) -> bool:
         now = time.monotonic()
@@ -321,55 +479,105 @@ class WithingsEmulator:
 
     def _getmeas(self, request: Request) -> Response:
         values = request.values
-        wanted = {int(t) for t in values.get("meastypes", "").split(",") if t.strip()}
-        with self.lock:
-            groups = [json.loads(json.dumps(g)) for g in self.groups.values()]
-        if "lastupdate" in values:
-            groups = [g for g in groups if g["modified"] >= int(values["lastupdate"])]
-        elif "startdate" in values and "enddate" in values:
-            low, high = int(values["startdate"]), int(values["enddate"])
-            groups = [g for g in groups if low <= g["date"] <= high]
-        else:
-            return _envelope(503, {}, "Invalid Params: startdate/enddate or lastupdate required")
-        if values.get("category"):
-            groups = [g for g in groups if g["category"] == int(values["category"])]
+        try:
+            if values.get("meastype"):
+                wanted = {int(values["meastype"])}
+            else:
+                wanted = {int(t) for t in values.get("meastypes", "").split(",") if t.strip()}
+            with self.lock:
+                groups = [copy.deepcopy(g) for g in self.groups.values()]
+            # Every date parameter is optional; `lastupdate` is used instead of a range.
+            if values.get("lastupdate"):
+                groups = [g for g in groups if g["modified"] >= int(values["lastupdate"])]
+            else:
+                if values.get("startdate"):
+                    groups = [g for g in groups if g["date"] >= int(values["startdate"])]
+                if values.get("enddate"):
+                    groups = [g for g in groups if g["date"] <= int(values["enddate"])]
+            if values.get("category"):
+                groups = [g for g in groups if g.get("category") == int(values["category"])]
+        except ValueError:
+            return _envelope(503, {}, "Invalid Params")
         for group in groups:
             if wanted:
-                group["measures"] = [m for m in group["measures"] if m["type"] in wanted]
+                group["measures"] = [m for m in group["measures"] if m.get("type") in wanted]
+            if self.group_timezones:
+                group.setdefault("timezone", self.timezone)
+            else:
+                group.pop("timezone", None)
         groups = [g for g in groups if g["measures"]]
         groups.sort(key=lambda g: (g["date"], g["grpid"]), reverse=True)
         page, more, offset = self._page(groups, request)
-        body = {"updatetime": int(time.time()), "timezone": self.timezone, "measuregrps": page, "more": int(more)}
+        body: dict[str, Any] = {
+            "updatetime": int(time.time()),
+            "timezone": self.timezone,
+            "measuregrps": page,
+            "more": int(more),
+        }
         if more:
             body["offset"] = offset
         return _envelope(0, body)
 
-    def _series(self, request: Request, table: dict[int, dict[str, Any]]) -> Response:
+    def _v2(self, request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | Response:
+        """Rows by `startdateymd`..`enddateymd` (on their `date`) or by `lastupdate`."""
         values = request.values
-        fields = {f for f in values.get("data_fields", "").split(",") if f}
-        with self.lock:
-            rows = [json.loads(json.dumps(r)) for r in table.values()]
-        if "lastupdate" in values:
-            rows = [r for r in rows if r["modified"] >= int(values["lastupdate"])]
-        elif "startdateymd" in values and "enddateymd" in values:
-            try:
+        by_day = "startdateymd" in values or "enddateymd" in values
+        if "lastupdate" in values and by_day:
+            return []  # observed: both together answer nothing (the reference says never both)
+        try:
+            if "lastupdate" in values:
+                return [r for r in rows if r.get("modified", 0) >= int(values["lastupdate"])]
+            if by_day:
                 low, high = date.fromisoformat(values["startdateymd"]), date.fromisoformat(values["enddateymd"])
-            except ValueError:
-                return _envelope(503, {}, "Invalid Params: startdateymd")
-            rows = [r for r in rows if low <= date.fromisoformat(r["date"]) <= high]
-        else:
-            return _envelope(503, {}, "Invalid Params: a date range or lastupdate is required")
+                return [r for r in rows if _in_days(r.get("date"), low, high)]
+        except (KeyError, ValueError):
+            pass
+        return _envelope(503, {}, "Invalid Params: startdateymd/enddateymd or lastupdate")
+
+    def _series(self, request: Request, table: dict[Any, dict[str, Any]], default: tuple[str, ...]) -> Response:
+        with self.lock:
+            all_rows = [copy.deepcopy(r) for r in table.values()]
+        rows = self._v2(request, all_rows)
+        if isinstance(rows, Response):
+            return rows
+        asked = {f for f in request.values.get("data_fields", "").split(",") if f} or set(default)
         for row in rows:  # v2 services return only the data fields asked for
-            row["data"] = {k: v for k, v in row["data"].items() if k in fields}
-        rows.sort(key=lambda r: r["startdate"])
+            if isinstance(row.get("data"), dict):
+                row["data"] = {k: v for k, v in row["data"].items() if k in asked}
+                if table is self.sleeps and self.sleep_efficiency == "percent":
+                    ratio = row["data"].get("sleep_efficiency")
+                    if isinstance(ratio, int | float) and ratio <= 1:
+                        row["data"]["sleep_efficiency"] = round(ratio * 100)
+        rows.sort(key=lambda r: r.get("startdate", 0))
         page, more, offset = self._page(rows, request)
         return _envelope(0, {"series": page, "more": more, "offset": offset})
 
     def _getworkouts(self, request: Request) -> Response:
-        return self._series(request, self.workouts)
+        return self._series(request, self.workouts, ())
 
     def _getsummary(self, request: Request) -> Response:
-        return self._series(request, self.sleeps)
+        return self._series(request, self.sleeps, SLEEP_DEFAULT_FIELDS)
+
+    def _getactivity(self, request: Request) -> Response:
+        with self.lock:
+            all_rows = [copy.deepcopy(r) for r in self.activities.values()]
+        rows = self._v2(request, all_rows)
+        if isinstance(rows, Response):
+            return rows
+        # Only the totals asked for (`totalcalories` too: the reference leaves its note out, but
+        # lists it among the data fields).
+        kept = set(ACTIVITY_META) | {f for f in request.values.get("data_fields", "").split(",") if f}
+        rows = [{k: v for k, v in row.items() if k in kept} for row in rows]
+        rows.sort(key=lambda r: r["date"])
+        page, more, offset = self._page(rows, request)
+        return _envelope(0, {"activities": page, "more": more, "offset": offset})
+
+
+def _in_days(raw: Any, low: date, high: date) -> bool:
+    try:
+        return low <= date.fromisoformat(raw) <= high
+    except (TypeError, ValueError):
+        return True  # a row a test broke on purpose is still served, for the plugin to judge
 
 
 def _envelope(status: int, body: dict[str, Any], error: str | None = None) -> Response:
