@@ -1,35 +1,43 @@
 """Fitbit, through the Google Health API (v4).
 
 Fitbit's own Web API and OAuth endpoints are switched off in 2026; Fitbit data is now read with
-Google OAuth 2.0 from `health.googleapis.com/v4`. Each data type is a collection of data points
-listed newest first, paged with `pageToken`, and filtered by time with an AIP-160 filter whose
-member depends on the kind of record (sample, session, sleep).
+Google OAuth 2.0 from `health.googleapis.com/v4` (docs/providers/fitbit.md gives the source of
+every field read here). Each data type is its own collection, so a refusal of one (403, 404)
+leaves the others to sync:
 
-Sync shape: per data type, time slices from the type's cursor (or the history depth) to now,
-oldest slice first. A slice of an identifiable type (weight, exercise, sleep, ...) is gathered
-into one page with a `Window`, so a point deleted at the provider disappears here on re-pull;
+- point types are read with `dataPoints:reconcile`, the one merged stream the Fitbit app shows
+  (a session recorded by the watch and by a phone app is served once), newest first, paged with
+  `pageToken`, filtered by time with an AIP-160 filter whose member depends on the record kind;
+- daily totals (steps, distance, calories, active minutes) come from `dataPoints:dailyRollUp`,
+  Google's own per-civil-day aggregates, as `activity_summaries`.
+
+Sync shape: per collection, time slices from its cursor (or the history depth) to now, oldest
+first. A slice of an identifiable type (weight, exercise, sleep, ...) or of a daily type is one
+page with a `Window`, so what the provider no longer returns disappears here on re-pull;
 heart-rate samples have no ids and come in large numbers, so each API page is stored as it comes.
-A type's cursor moves only when a slice is complete (its pages arrive newest first), and each
-incremental sync re-reads a week back (configurable), since points are edited and uploaded late.
+A collection's cursor moves only when a slice is complete, and each incremental sync re-reads a
+week back (configurable), since points are edited and uploaded late.
 
 Units stored: weight kg, height cm, body fat and SpO2 %, glucose mg/dL, heart rate bpm, distance
-m, durations s (sleep: minutes). BMI is derived from weight and the latest known height. Sleep
-efficiency is derived (asleep / in bed), since the Health API no longer provides one.
+m, durations s (sleep: minutes), energy kcal. BMI is derived from weight and the latest height.
+Sleep efficiency is derived (asleep / in bed), since the Health API no longer provides one.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
 from ..base import (
     AuthorizationFailed,
+    Collection,
     Credentials,
     PermanentError,
     RawPage,
@@ -53,46 +61,62 @@ SETTINGS = SCOPE + "settings.readonly"
 
 # The widest UTC offsets in use: a civil-time filter widened by this covers every instant.
 MAX_OFFSET = timedelta(hours=14)
+DAILY_TOTALS = "daily-totals"
 
 
 class Malformed(ValueError):
-    """A data point that doesn't have the documented shape; it is skipped, with this reason."""
+    """An item that doesn't have the documented shape; it is skipped, with this reason (which
+    names the field, never its value)."""
 
 
 @dataclass(frozen=True)
 class Stream:
     data_type: str  # kebab-case id used in URLs
     key: str  # camelCase payload key
-    kind: str  # "sample" | "session" | "sleep"
+    kind: str  # "sample" | "session" | "sleep" | "daily"
     scope: str
     record_type: str
     slice_days: int
     page_size: int
     windowed: bool = True
+    also: tuple[str, ...] = ()  # record types derived from the same points
 
     @property
     def member(self) -> str:
-        """The filter member by record kind (civil time only, for exercise sessions)."""
+        """The filter member by record kind (discovery, `dataPoints.list` `filter`)."""
         snake = self.data_type.replace("-", "_")
         return {
             "sample": f"{snake}.sample_time.physical_time",
-            "session": f"{snake}.interval.civil_start_time",
-            "sleep": f"{snake}.interval.end_time",
+            "session": f"{snake}.interval.civil_start_time",  # sessions other than sleep: civil only
+            "sleep": f"{snake}.interval.end_time",  # sleep: by its end (wake) time only
+            "daily": f"{snake}.date",
         }[self.kind]
 
 
 # Height before weight: BMI needs the latest height.
 STREAMS = (
     Stream("height", "height", "sample", METRICS, "height", 90, 10000),
-    Stream("weight", "weight", "sample", METRICS, "weight", 90, 10000),
+    Stream("weight", "weight", "sample", METRICS, "weight", 90, 10000, also=("bmi",)),
     Stream("body-fat", "bodyFat", "sample", METRICS, "body_fat", 90, 10000),
-    Stream("oxygen-saturation", "oxygenSaturation", "sample", METRICS, "blood_oxygen", 90, 10000),
+    Stream("daily-oxygen-saturation", "dailyOxygenSaturation", "daily", METRICS, "blood_oxygen", 90, 10000),
     Stream("blood-glucose", "bloodGlucose", "sample", METRICS, "blood_glucose", 90, 10000),
     Stream("heart-rate", "heartRate", "sample", METRICS, "heart_rate", 7, 10000, windowed=False),
     Stream("exercise", "exercise", "session", ACTIVITY, "activities", 30, 25),
     Stream("sleep", "sleep", "sleep", SLEEP, "sleeps", 30, 25),
 )
 STREAMS_BY_TYPE = {s.data_type: s for s in STREAMS}
+
+# The daily totals: dailyRollUp per data type -> the key of its value in a DailyRollupDataPoint.
+ROLLUPS = (
+    ("steps", "steps"),
+    ("distance", "distance"),
+    ("total-calories", "totalCalories"),
+    ("active-energy-burned", "activeEnergyBurned"),
+    ("active-minutes", "activeMinutes"),
+    ("sedentary-period", "sedentaryPeriod"),
+)
+# total-calories and active-minutes roll up at most 14 days per request (the rest 90).
+ROLLUP_DAYS = 14
 
 
 class FitbitSource(OAuth2CodeSource):
@@ -108,6 +132,7 @@ class FitbitSource(OAuth2CodeSource):
         "height",
         "blood_oxygen",
         "blood_glucose",
+        "activity_summaries",
     )
     history_days = 365
     sync_interval = 3600
@@ -130,7 +155,7 @@ class FitbitSource(OAuth2CodeSource):
         """POST the token endpoint ourselves: the answer's HTTP status decides between a refusal
         (400/401: RefreshRefused) and a failure to retry (5xx, 429, a malformed body). The
         granted scopes may be fewer than those asked (users can untick them): that is accepted,
-        and `fetch` skips the data types not granted."""
+        and `collections` leaves out the data types not granted."""
         form = {**fields, "client_id": self.client_id, "client_secret": self.client_secret}
         if not form.get("code_verifier"):
             form.pop("code_verifier", None)
@@ -163,26 +188,43 @@ class FitbitSource(OAuth2CodeSource):
             raise TransientError("the Google Health identity reply has no healthUserId")
         return user_id
 
-    # --- fetching ------------------------------------------------------------------------
-    def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
+    # --- collections -----------------------------------------------------------------------
+    def collections(self, ctx: SyncContext) -> Sequence[Collection]:
+        """One per data type, in order (height before weight). A type whose scope the user
+        unticked at consent is not asked for: Google would refuse it (403) on every run."""
         granted = _granted(ctx.credentials.get("scope"))
+        found = []
         for stream in STREAMS:
-            if granted and stream.scope not in granted:
-                log.info("fitbit connection %s: %s not granted, skipping", ctx.connection_id, stream.data_type)
-                continue
-            yield from self._fetch_stream(ctx, stream)
+            if not granted or stream.scope in granted:
+                found.append(Collection(stream.data_type, (stream.record_type, *stream.also)))
+            else:
+                log.info("fitbit connection %s: %s not granted, not fetched", ctx.connection_id, stream.data_type)
+        if not granted or ACTIVITY in granted:
+            found.append(Collection(DAILY_TOTALS, ("activity_summaries",)))
+        return found
+
+    def fetch_collection(self, ctx: SyncContext, collection: Collection) -> Iterator[RawPage]:
+        """Raw pages of one collection. A 403/404 (or a 5xx past the retries) propagates: the
+        engine records the collection's types as failed and goes on with the others."""
+        if collection.name == DAILY_TOTALS:
+            return self._fetch_daily_totals(ctx)
+        stream = STREAMS_BY_TYPE[collection.name]
+        if stream.kind == "daily":
+            return self._fetch_daily_stream(ctx, stream)
+        return self._fetch_stream(ctx, stream)
 
     def _fetch_stream(self, ctx: SyncContext, stream: Stream) -> Iterator[RawPage]:
         for start, end in _slices(self._since(ctx, stream), ctx.now, stream.slice_days):
             cursor = {stream.data_type: _rfc3339(end)}
+            params = {"filter": _filter(stream, start, end), "pageSize": str(stream.page_size)}
             if not stream.windowed:
                 # Stored page by page; the cursor rides on the slice's last page only.
-                for points, last in _with_last(self._list(ctx, stream, start, end)):
+                for points, last in _with_last(self._reconcile(ctx, stream, params)):
                     yield RawPage(
                         type=stream.data_type, payload={"dataPoints": points}, cursor=cursor if last else None
                     )
                 continue
-            points = [point for page in self._list(ctx, stream, start, end) for point in page]
+            points = [point for page in self._reconcile(ctx, stream, params) for point in page]
             page_cursor: dict[str, Any] = dict(cursor)
             if stream.data_type == "height":
                 height = _latest_height(points)
@@ -190,7 +232,8 @@ class FitbitSource(OAuth2CodeSource):
                     page_cursor["height_mm"] = height
             # BMI is derived from each weight when a height is known: the weights' window then
             # covers their BMIs too (a deleted weight takes its BMI along).
-            derived = ("bmi",) if stream.data_type == "weight" and _number(ctx.cursor.get("height_mm")) else ()
+            known_height = _known_height(ctx.cursor)
+            derived = stream.also if stream.data_type != "weight" or known_height else ()
             yield RawPage(
                 type=stream.data_type,
                 payload={"dataPoints": points},
@@ -198,14 +241,55 @@ class FitbitSource(OAuth2CodeSource):
                 window=Window(stream.record_type, start, end, also=derived),
             )
 
+    def _fetch_daily_stream(self, ctx: SyncContext, stream: Stream) -> Iterator[RawPage]:
+        """A daily type: points dated in the user's zone, filtered by `<type>.date`."""
+        zone = self._zone(ctx)
+        for first, stop in _day_slices(self._since_day(ctx, stream.data_type, zone), zone.today(ctx.now), 90):
+            member = stream.member
+            params = {
+                "filter": f'{member} >= "{first.isoformat()}" AND {member} < "{stop.isoformat()}"',
+                "pageSize": str(stream.page_size),
+            }
+            points = [point for page in self._reconcile(ctx, stream, params) for point in page]
+            yield RawPage(
+                type=stream.data_type,
+                payload={"dataPoints": points},
+                cursor={stream.data_type: stop.isoformat()},
+                window=Window(stream.record_type, zone.midnight(first)[0], zone.midnight(stop)[0]),
+                context=zone.as_context(),
+            )
+
+    def _fetch_daily_totals(self, ctx: SyncContext) -> Iterator[RawPage]:
+        """Google's own daily aggregates, one dailyRollUp per data type and 14-day slice; the
+        slice is one page (a day's record draws on every type)."""
+        zone = self._zone(ctx)
+        for first, stop in _day_slices(self._since_day(ctx, DAILY_TOTALS, zone), zone.today(ctx.now), ROLLUP_DAYS):
+            rollups = {data_type: list(self._daily_rollup(ctx, data_type, first, stop)) for data_type, _ in ROLLUPS}
+            yield RawPage(
+                type=DAILY_TOTALS,
+                payload={"rollups": rollups},
+                cursor={DAILY_TOTALS: stop.isoformat()},
+                window=Window("activity_summaries", zone.midnight(first)[0], zone.midnight(stop)[0]),
+                context=zone.as_context(),
+            )
+
     def _since(self, ctx: SyncContext, stream: Stream) -> datetime:
         through = ctx.cursor.get(stream.data_type)
         if isinstance(through, str):
             try:
-                return _parse_time(through) - timedelta(days=self._days("LOOKBACK_DAYS", self.lookback_days))
+                return _parse_time(through, "cursor") - timedelta(days=self._days("LOOKBACK_DAYS", self.lookback_days))
             except Malformed:
                 log.warning("fitbit connection %s: unreadable cursor for %s", ctx.connection_id, stream.data_type)
         return ctx.now - timedelta(days=self._days("HISTORY_DAYS", self.history_days))
+
+    def _since_day(self, ctx: SyncContext, key: str, zone: UserZone) -> date:
+        through = ctx.cursor.get(key)
+        if isinstance(through, str):
+            try:
+                return date.fromisoformat(through) - timedelta(days=self._days("LOOKBACK_DAYS", self.lookback_days))
+            except ValueError:
+                log.warning("fitbit connection %s: unreadable cursor for %s", ctx.connection_id, key)
+        return zone.today(ctx.now) - timedelta(days=self._days("HISTORY_DAYS", self.history_days))
 
     def _days(self, key: str, default: int) -> int:
         """SOURCE_FITBIT_HISTORY_DAYS (depth of the first sync), SOURCE_FITBIT_LOOKBACK_DAYS (how far
@@ -213,13 +297,29 @@ class FitbitSource(OAuth2CodeSource):
         raw = self.setting(key)
         return int(raw) if raw.isdigit() and int(raw) > 0 else default
 
-    def _list(self, ctx: SyncContext, stream: Stream, start: datetime, end: datetime) -> Iterator[list[Any]]:
-        url = f"{self.api_url}/v4/users/me/dataTypes/{stream.data_type}/dataPoints"
-        params = {"filter": _filter(stream, start, end), "pageSize": str(stream.page_size)}
+    def _zone(self, ctx: SyncContext) -> UserZone:
+        """The user's zone from their settings (IANA `timeZone`, else the current `utcOffset`),
+        to place a civil day on the time line. Without the settings scope, or if Google refuses
+        the settings, days are placed in UTC: the records keep their day, only the instant of
+        their midnight is approximate."""
+        granted = _granted(ctx.credentials.get("scope"))
+        if granted and SETTINGS not in granted:
+            return UserZone(None, 0)
+        try:
+            body = ctx.http.get_json(f"{self.api_url}/v4/users/me/settings", headers=self.auth_headers(ctx.credentials))
+        except PermanentError as exc:
+            log.info("fitbit connection %s: settings unavailable (%s), days placed in UTC", ctx.connection_id, exc)
+            return UserZone(None, 0)
+        return UserZone.of(body)
+
+    def _reconcile(self, ctx: SyncContext, stream: Stream, params: dict[str, str]) -> Iterator[list[Any]]:
+        """`dataPoints:reconcile`, page by page until `nextPageToken` is empty or absent."""
+        url = f"{self.api_url}/v4/users/me/dataTypes/{stream.data_type}/dataPoints:reconcile"
+        params = dict(params)
         seen_tokens: set[str] = set()
         while True:
             body = ctx.http.get_json(url, params=params, headers=self.auth_headers(ctx.credentials))
-            points, next_token = _list_reply(body)
+            points, next_token = _page_reply(body, "dataPoints")
             yield points
             if not next_token:
                 return
@@ -228,19 +328,92 @@ class FitbitSource(OAuth2CodeSource):
             seen_tokens.add(next_token)
             params["pageToken"] = next_token
 
+    def _daily_rollup(self, ctx: SyncContext, data_type: str, first: date, stop: date) -> Iterator[Any]:
+        """`dataPoints:dailyRollUp` over the civil days [first, stop), one window per day."""
+        url = f"{self.api_url}/v4/users/me/dataTypes/{data_type}/dataPoints:dailyRollUp"
+        request: dict[str, Any] = {
+            "range": {"start": {"date": _date_object(first)}, "end": {"date": _date_object(stop)}},
+            "windowSizeDays": 1,
+        }
+        seen_tokens: set[str] = set()
+        while True:
+            response = ctx.http.request(
+                "POST", url, json=request, headers=self.auth_headers(ctx.credentials), inspect=decode_json
+            )
+            rows, next_token = _page_reply(response.json(), "rollupDataPoints")
+            yield from rows
+            if not next_token:
+                return
+            if next_token in seen_tokens:
+                raise TransientError(f"Google Health repeated a page token for the {data_type} daily roll-up")
+            seen_tokens.add(next_token)
+            request["pageToken"] = next_token
+
     # --- normalizing ---------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
+        if page.type == DAILY_TOTALS:
+            return _daily_totals(page)
         stream = STREAMS_BY_TYPE[page.type]
+        height_mm = _known_height(ctx.cursor)
         records: list[Record] = []
-        height_mm = _latest_height(page.payload["dataPoints"]) if stream.data_type == "height" else None
-        height_mm = height_mm or _number(ctx.cursor.get("height_mm"))
         for point in page.payload["dataPoints"]:
             try:
-                records.extend(NORMALIZERS[stream.kind](stream, point, height_mm))
-            except (Malformed, KeyError, TypeError, ValueError) as exc:
+                records.extend(NORMALIZERS[stream.kind](stream, point, height_mm, page.context))
+            except Malformed as exc:
                 log.warning("fitbit connection %s: skipped a %s point: %s", ctx.connection_id, stream.data_type, exc)
-                page.skipped(str(exc))
+                page.skipped(str(exc), type=stream.record_type)
         return records
+
+
+# --- the user's zone -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserZone:
+    zone: ZoneInfo | None
+    offset_minutes: int  # used when there is no IANA zone
+
+    @classmethod
+    def of(cls, settings: Any) -> UserZone:
+        if not isinstance(settings, dict):
+            return cls(None, 0)
+        name = settings.get("timeZone")
+        if isinstance(name, str) and name:
+            try:
+                return cls(ZoneInfo(name), 0)
+            except (ZoneInfoNotFoundError, ValueError):
+                log.info("fitbit: unknown time zone in the user's settings")
+        try:
+            return cls(None, _offset_minutes(settings.get("utcOffset"), "settings.utcOffset"))
+        except Malformed:
+            return cls(None, 0)
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any]) -> UserZone:
+        name = context.get("time_zone")
+        offset = context.get("utc_offset_minutes")
+        try:
+            zone = ZoneInfo(name) if isinstance(name, str) and name else None
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+        return cls(zone, offset if isinstance(offset, int) else 0)
+
+    def as_context(self) -> dict[str, Any]:
+        return {"time_zone": self.zone.key if self.zone else "", "utc_offset_minutes": self.offset_minutes}
+
+    def midnight(self, day: date) -> tuple[datetime, int]:
+        """The local midnight that starts `day`, as a UTC instant, and the offset then (minutes)."""
+        if self.zone is not None:
+            local = datetime.combine(day, time(), tzinfo=self.zone)
+            offset = local.utcoffset() or timedelta()
+            return local.astimezone(UTC), round(offset.total_seconds() / 60)
+        start = datetime.combine(day, time(), tzinfo=UTC) - timedelta(minutes=self.offset_minutes)
+        return start, self.offset_minutes
+
+    def today(self, now: datetime) -> date:
+        if self.zone is not None:
+            return now.astimezone(self.zone).date()
+        return (now.astimezone(UTC) + timedelta(minutes=self.offset_minutes)).date()
 
 
 # --- the wire format ---------------------------------------------------------------------
@@ -260,15 +433,16 @@ def _granted(scope: Any) -> set[str]:
     return set(str(scope or "").split())
 
 
-def _list_reply(body: Any) -> tuple[list[Any], str]:
-    """`{dataPoints[], nextPageToken}`; both may be absent (a last page can be `{}`)."""
+def _page_reply(body: Any, key: str) -> tuple[list[Any], str]:
+    """`{<key>[], nextPageToken}`; both may be absent (proto3 omits empty fields: a last page
+    can be `{}`) and the token may be `""` (documented example)."""
     if not isinstance(body, dict):
-        raise TransientError("Google Health returned a list reply that is not an object")
-    points = body.get("dataPoints", [])
-    token = body.get("nextPageToken", "")
-    if not isinstance(points, list) or not isinstance(token, str):
-        raise TransientError("Google Health returned a list reply of an unexpected shape")
-    return points, token
+        raise TransientError("Google Health returned a reply that is not an object")
+    items = body.get(key) or []
+    token = body.get("nextPageToken") or ""
+    if not isinstance(items, list) or not isinstance(token, str):
+        raise TransientError("Google Health returned a reply of an unexpected shape")
+    return items, token
 
 
 def _filter(stream: Stream, start: datetime, end: datetime) -> str:
@@ -298,8 +472,18 @@ def _with_last(pages: Iterator[list[Any]]) -> Iterator[tuple[list[Any], bool]]:
 def _slices(start: datetime, end: datetime, days: int) -> Iterator[tuple[datetime, datetime]]:
     while start < end:
         stop = min(end, start + timedelta(days=days))
+        if end - stop < timedelta(minutes=5):  # no sliver of a slice at the end
+            stop = end
         yield start, stop
         start = stop
+
+
+def _day_slices(first: date, today: date, days: int) -> Iterator[tuple[date, date]]:
+    """[first, stop) civil-day slices through today."""
+    while first <= today:
+        stop = min(today + timedelta(days=1), first + timedelta(days=days))
+        yield first, stop
+        first = stop
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -310,70 +494,103 @@ def _civil(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _date_object(day: date) -> dict[str, int]:
+    return {"year": day.year, "month": day.month, "day": day.day}
+
+
 _FRACTION = re.compile(r"\.(\d{1,9})")
 
 
-def _parse_time(raw: Any) -> datetime:
+def _parse_time(raw: Any, name: str) -> datetime:
+    """An RFC 3339 instant (`Z` or an offset; fractions up to nanoseconds)."""
+    if raw is None:
+        raise Malformed(f"{name} is missing")
     if not isinstance(raw, str):
-        raise Malformed(f"not a timestamp: {raw!r}")
+        raise Malformed(f"{name} is not an RFC 3339 timestamp")
     text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), raw.replace("Z", "+00:00"), count=1)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise Malformed(f"not a timestamp: {raw!r}") from None
+        raise Malformed(f"{name} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
-        raise Malformed(f"timestamp without offset: {raw!r}")
+        raise Malformed(f"{name} has no UTC offset")
     return moment.astimezone(UTC)
 
 
-def _offset_minutes(raw: Any) -> int:
-    """A proto3 duration such as `"-25200s"` as minutes east of UTC; absent means UTC."""
+def _offset_minutes(raw: Any, name: str) -> int:
+    """A proto3 duration such as `"-25200s"` as minutes east of UTC; absent means UTC (old
+    points may lack their offsets, which then "default to zero", discovery)."""
     if raw is None:
         return 0
     match = re.fullmatch(r"(-?\d+)(?:\.\d+)?s", str(raw))
     if not match or abs(int(match.group(1))) > 18 * 3600:
-        raise Malformed(f"not a UTC offset: {raw!r}")
+        raise Malformed(f"{name} is not a UTC offset")
     return int(match.group(1)) // 60
 
 
-def _seconds(raw: Any) -> float | None:
+def _seconds(raw: Any, name: str) -> float | None:
+    """A proto3 duration (`"1303s"`, `"0.5s"`) in seconds."""
     if raw is None:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(raw))
     if not match:
-        raise Malformed(f"not a duration: {raw!r}")
+        raise Malformed(f"{name} is not a duration")
     return float(match.group(1))
 
 
-def _number(raw: Any) -> float | None:
-    """proto3 JSON: int64 fields arrive as strings, doubles as numbers."""
-    if raw is None or isinstance(raw, bool):
+def _number(raw: Any, name: str) -> float | None:
+    """proto3 JSON: int64 fields arrive as strings, doubles as numbers; both are accepted."""
+    if raw is None:
         return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise Malformed(f"{name} is not a number")
     try:
         return float(raw)
-    except (TypeError, ValueError):
-        raise Malformed(f"not a number: {raw!r}") from None
+    except ValueError:
+        raise Malformed(f"{name} is not a number") from None
 
 
 def _required(raw: Any, name: str) -> float:
-    value = _number(raw)
+    value = _number(raw, name)
     if value is None:
         raise Malformed(f"{name} is missing")
     return value
 
 
+def _object(raw: Any, name: str, *, optional: bool = False) -> dict[str, Any]:
+    if raw is None and optional:
+        return {}
+    if not isinstance(raw, dict):
+        raise Malformed(f"{name} is {'not an object' if raw is not None else 'missing'}")
+    return raw
+
+
 def _body(stream: Stream, point: Any) -> dict[str, Any]:
-    if not isinstance(point, dict) or not isinstance(point.get(stream.key), dict):
-        raise Malformed(f"no {stream.key!r} object")
-    body: dict[str, Any] = point[stream.key]
-    return body
+    if not isinstance(point, dict):
+        raise Malformed("a data point is not an object")
+    return _object(point.get(stream.key), stream.key)
 
 
 def _point_id(point: dict[str, Any]) -> str:
+    """The name of an identifiable point: `name` (list) or `dataPointName` (reconcile)."""
     name = point.get("name") or point.get("dataPointName")
     if not isinstance(name, str) or not name:
-        raise Malformed("no name")
+        raise Malformed("dataPointName is missing")
     return name.rsplit("/", 1)[-1]
+
+
+def _civil_date(raw: Any, name: str) -> date:
+    """A google.type.Date `{year, month, day}` (ints; strings accepted)."""
+    parts = _object(raw, name)
+    try:
+        return date(int(parts["year"]), int(parts["month"]), int(parts["day"]))
+    except (KeyError, TypeError, ValueError):
+        raise Malformed(f"{name} is not a date") from None
+
+
+def _known_height(cursor: dict[str, Any]) -> float | None:
+    value = cursor.get("height_mm")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
 def _latest_height(points: list[Any]) -> float | None:
@@ -381,38 +598,35 @@ def _latest_height(points: list[Any]) -> float | None:
     for point in points:
         try:
             body = _body(STREAMS_BY_TYPE["height"], point)
-            at = _parse_time(body["sampleTime"]["physicalTime"])
+            at = _parse_time(_object(body.get("sampleTime"), "sampleTime").get("physicalTime"), "physicalTime")
             millimeters = _required(body.get("heightMillimeters"), "heightMillimeters")
-        except (Malformed, KeyError, TypeError):
+        except Malformed:
             continue
         if latest is None or at > latest[0]:
             latest = (at, millimeters)
     return latest[1] if latest else None
 
 
-# (value field, unit, scale) per sample type; the API's units are fixed and metric.
+# (value field, unit, scale, digits) per sample type; the API's units are fixed and metric.
 SAMPLE_VALUES: dict[str, tuple[str, str, float, int]] = {
     "height": ("heightMillimeters", "cm", 0.1, 1),
     "weight": ("weightGrams", "kg", 0.001, 3),
     "body-fat": ("percentage", "%", 1.0, 2),
-    "oxygen-saturation": ("percentage", "%", 1.0, 2),
     "blood-glucose": ("bloodGlucoseMilligramsPerDeciliter", "mg/dL", 1.0, 1),
     "heart-rate": ("beatsPerMinute", "bpm", 1.0, 0),
 }
 
 
-def _sample(stream: Stream, point: Any, height_mm: float | None) -> list[Record]:
+def _sample(stream: Stream, point: Any, height_mm: float | None, context: dict[str, Any]) -> list[Record]:
     body = _body(stream, point)
-    sample_time = body.get("sampleTime")
-    if not isinstance(sample_time, dict):
-        raise Malformed("no sampleTime")
-    at = _parse_time(sample_time.get("physicalTime"))
-    tz = _offset_minutes(sample_time.get("utcOffset"))
+    sample_time = _object(body.get("sampleTime"), f"{stream.key}.sampleTime")
+    at = _parse_time(sample_time.get("physicalTime"), f"{stream.key}.sampleTime.physicalTime")
+    tz = _offset_minutes(sample_time.get("utcOffset"), f"{stream.key}.sampleTime.utcOffset")
     field, unit, scale, digits = SAMPLE_VALUES[stream.data_type]
-    raw = _required(body.get(field), field)
+    raw = _required(body.get(field), f"{stream.key}.{field}")
     value: float = round(raw * scale, digits) if digits else round(raw * scale)
-    # Heart-rate points have no name.
-    external_id = _sample_key(point, at) if stream.data_type == "heart-rate" else _point_id(point)
+    # Heart-rate points are not identifiable; in the one reconciled stream their time is unique.
+    external_id = _rfc3339(at) if stream.data_type == "heart-rate" else _point_id(point)
     records = [
         Record(
             type=stream.record_type,
@@ -440,42 +654,56 @@ def _sample(stream: Stream, point: Any, height_mm: float | None) -> list[Record]
     return records
 
 
-def _sample_key(point: dict[str, Any], at: datetime) -> str:
-    """Heart-rate points have no name: key them on time and data source."""
-    source = point.get("dataSource") if isinstance(point.get("dataSource"), dict) else {}
-    assert isinstance(source, dict)
-    device = source.get("device") if isinstance(source.get("device"), dict) else {}
-    assert isinstance(device, dict)
-    parts = (_rfc3339(at), str(source.get("platform", "")), str(device.get("displayName", "")))
-    return "/".join(parts)[:255]
-
-
-def _interval(body: dict[str, Any]) -> tuple[datetime, datetime, int]:
-    interval = body.get("interval")
-    if not isinstance(interval, dict):
-        raise Malformed("no interval")
-    start, end = _parse_time(interval.get("startTime")), _parse_time(interval.get("endTime"))
-    if end < start:
-        raise Malformed("interval ends before it starts")
-    return start, end, _offset_minutes(interval.get("startUtcOffset"))
-
-
-def _session(stream: Stream, point: Any, height_mm: float | None) -> list[Record]:
+def _daily_reading(stream: Stream, point: Any, height_mm: float | None, context: dict[str, Any]) -> list[Record]:
+    """daily-oxygen-saturation: the night's average, dated (in the user's zone) on the day the
+    sleep it was measured in belongs to. Filed on that day, at its local midnight."""
     body = _body(stream, point)
-    start, end, tz = _interval(body)
-    summary = body.get("metricsSummary") or {}
-    if not isinstance(summary, dict):
-        raise Malformed("metricsSummary is not an object")
-    active = _seconds(body.get("activeDuration"))
-    distance_mm = _number(summary.get("distanceMillimeters"))
-    steps = _number(summary.get("steps"))
+    day = _civil_date(body.get("date"), f"{stream.key}.date")
+    average = _required(body.get("averagePercentage"), f"{stream.key}.averagePercentage")
+    start, offset = UserZone.from_context(context).midnight(day)
+    value = round(average, 2)
+    return [
+        Record(
+            type=stream.record_type,
+            external_id=day.isoformat(),
+            start_time=start,
+            tz_offset=offset,
+            value=value,
+            fields={"value": value, "unit": "%"},
+            source_data=point,
+            day=day,
+        )
+    ]
+
+
+def _interval(body: dict[str, Any], key: str) -> tuple[datetime, datetime, int, int]:
+    interval = _object(body.get("interval"), f"{key}.interval")
+    start = _parse_time(interval.get("startTime"), f"{key}.interval.startTime")
+    end = _parse_time(interval.get("endTime"), f"{key}.interval.endTime")
+    if end < start:
+        raise Malformed(f"{key}.interval ends before it starts")
+    start_tz = _offset_minutes(interval.get("startUtcOffset"), f"{key}.interval.startUtcOffset")
+    end_tz = _offset_minutes(
+        interval.get("endUtcOffset", interval.get("startUtcOffset")), f"{key}.interval.endUtcOffset"
+    )
+    return start, end, start_tz, end_tz
+
+
+def _session(stream: Stream, point: Any, height_mm: float | None, context: dict[str, Any]) -> list[Record]:
+    body = _body(stream, point)
+    start, end, tz, _ = _interval(body, stream.key)
+    summary = _object(body.get("metricsSummary"), "exercise.metricsSummary", optional=True)
+    active = _seconds(body.get("activeDuration"), "exercise.activeDuration")
+    distance_mm = _number(summary.get("distanceMillimeters"), "metricsSummary.distanceMillimeters")
+    steps = _number(summary.get("steps"), "metricsSummary.steps")
     kind = body.get("exerciseType")
+    known = isinstance(kind, str) and kind and kind != "EXERCISE_TYPE_UNSPECIFIED"
     fields = {
-        "type": str(kind).lower() if isinstance(kind, str) and kind else "other",
+        "type": str(kind).lower() if known else "other",
         "duration": round(active if active is not None else (end - start).total_seconds()),
         "distance": round(distance_mm / 1000, 1) if distance_mm is not None else None,
         "steps": round(steps) if steps is not None else None,
-        "calories": _number(summary.get("caloriesKcal")),
+        "calories": _number(summary.get("caloriesKcal"), "metricsSummary.caloriesKcal"),
     }
     return [
         Record(
@@ -490,23 +718,21 @@ def _session(stream: Stream, point: Any, height_mm: float | None) -> list[Record
     ]
 
 
-def _sleep(stream: Stream, point: Any, height_mm: float | None) -> list[Record]:
+def _sleep(stream: Stream, point: Any, height_mm: float | None, context: dict[str, Any]) -> list[Record]:
     body = _body(stream, point)
-    start, end, tz = _interval(body)
-    interval = body["interval"]
-    end_tz = _offset_minutes(interval.get("endUtcOffset", interval.get("startUtcOffset")))
-    summary = body.get("summary") or {}
-    metadata = body.get("metadata") or {}
-    if not isinstance(summary, dict) or not isinstance(metadata, dict):
-        raise Malformed("summary or metadata is not an object")
-    in_bed = _number(summary.get("minutesInSleepPeriod"))
+    start, end, tz, end_tz = _interval(body, stream.key)
+    summary = _object(body.get("summary"), "sleep.summary", optional=True)
+    metadata = _object(body.get("metadata"), "sleep.metadata", optional=True)
+    in_bed = _number(summary.get("minutesInSleepPeriod"), "summary.minutesInSleepPeriod")
     in_bed = in_bed if in_bed is not None else round((end - start).total_seconds() / 60)
-    asleep = _number(summary.get("minutesAsleep"))
-    awake = _number(summary.get("minutesAwake"))
+    asleep = _number(summary.get("minutesAsleep"), "summary.minutesAsleep")
+    awake = _number(summary.get("minutesAwake"), "summary.minutesAwake")
     main = metadata.get("mainSleep")
+    # A sleep belongs to the day its user woke up: the civil date of its end, in the offset
+    # at its end (sleeps are filtered and keyed by their end time).
+    day = (end + timedelta(minutes=end_tz)).date()
     fields = {
-        # Sleeps belong to the day their user woke up, in the user's local time.
-        "day": (end + timedelta(minutes=end_tz)).date().isoformat(),
+        "day": day.isoformat(),
         "mainSleep": bool(main) if main is not None else not bool(metadata.get("nap")),
         "timeAsleep": round(asleep) if asleep is not None else None,
         "timeAwake": round(awake) if awake is not None else None,
@@ -523,20 +749,113 @@ def _sleep(stream: Stream, point: Any, height_mm: float | None) -> list[Record]:
             tz_offset=tz,
             fields=fields,
             source_data=point,
+            day=day,
         )
     ]
 
 
 def _wakeups(summary: dict[str, Any]) -> int | None:
-    for stage in summary.get("stagesSummary") or []:
+    """The AWAKE segments. A reconciled sleep may list its stages summary twice: the first
+    AWAKE entry is the one."""
+    stages = summary.get("stagesSummary")
+    for stage in stages if isinstance(stages, list) else []:
         if isinstance(stage, dict) and stage.get("type") == "AWAKE":
-            count = _number(stage.get("count"))
+            count = _number(stage.get("count"), "stagesSummary.count")
             return round(count) if count is not None else None
     return None
 
 
-NORMALIZERS: dict[str, Callable[[Stream, Any, float | None], list[Record]]] = {
+NORMALIZERS: dict[str, Callable[[Stream, Any, float | None, dict[str, Any]], list[Record]]] = {
     "sample": _sample,
+    "daily": _daily_reading,
     "session": _session,
     "sleep": _sleep,
 }
+
+
+# --- daily totals ----------------------------------------------------------------------------
+
+
+def _daily_totals(page: RawPage) -> list[Record]:
+    """One `activity_summaries` record per civil day any roll-up answered for."""
+    zone = UserZone.from_context(page.context)
+    days: dict[date, dict[str, Any]] = {}
+    for data_type, key in ROLLUPS:
+        for row in page.payload["rollups"].get(data_type, []):
+            try:
+                start = _object(row, "rollupDataPoint").get("civilStartTime")
+                day = _civil_date(_object(start, "civilStartTime").get("date"), "civilStartTime.date")
+            except Malformed as exc:
+                page.skipped(f"{data_type} roll-up: {exc}", type="activity_summaries")
+                continue
+            days.setdefault(day, {})[data_type] = row.get(key)
+    records = []
+    for day, values in sorted(days.items()):
+        try:
+            fields = _day_fields(day, values)
+        except Malformed as exc:
+            page.skipped(f"daily totals of a day: {exc}", type="activity_summaries")
+            continue
+        start, offset = zone.midnight(day)
+        records.append(
+            Record(
+                type="activity_summaries",
+                external_id=day.isoformat(),
+                start_time=start,
+                tz_offset=offset,
+                end_time=start + timedelta(days=1),
+                fields=fields,
+                source_data={data_type: values.get(data_type) for data_type, _ in ROLLUPS},
+                day=day,
+            )
+        )
+    return records
+
+
+def _day_fields(day: date, values: dict[str, Any]) -> dict[str, Any]:
+    steps = _number(_object(values.get("steps"), "steps", optional=True).get("countSum"), "steps.countSum")
+    distance = _number(
+        _object(values.get("distance"), "distance", optional=True).get("millimetersSum"), "distance.millimetersSum"
+    )
+    total = _number(
+        _object(values.get("total-calories"), "totalCalories", optional=True).get("kcalSum"), "totalCalories.kcalSum"
+    )
+    active_kcal = _number(
+        _object(values.get("active-energy-burned"), "activeEnergyBurned", optional=True).get("kcalSum"),
+        "activeEnergyBurned.kcalSum",
+    )
+    sedentary = _seconds(
+        _object(values.get("sedentary-period"), "sedentaryPeriod", optional=True).get("durationSum"),
+        "sedentaryPeriod.durationSum",
+    )
+    levels = _active_minutes(values.get("active-minutes"))
+    return {
+        "date": day.isoformat(),
+        "steps": round(steps) if steps is not None else None,
+        "distance": round(distance / 1000, 3) if distance is not None else None,
+        "calories": round(total, 1) if total is not None else None,
+        "activeCalories": round(active_kcal, 1) if active_kcal is not None else None,
+        "duration": sum(levels.values()) if levels is not None else None,
+        "sedentary": round(sedentary) if sedentary is not None else None,
+        "light": levels["LIGHT"] if levels is not None else None,
+        "moderate": levels["MODERATE"] if levels is not None else None,
+        "vigorous": levels["VIGOROUS"] if levels is not None else None,
+    }
+
+
+def _active_minutes(value: Any) -> dict[str, int] | None:
+    """activeMinutes.activeMinutesRollupByActivityLevel[{activityLevel, activeMinutesSum}] as
+    seconds per level; a level the day has no entry for had none."""
+    if value is None:
+        return None
+    entries = _object(value, "activeMinutes").get("activeMinutesRollupByActivityLevel") or []
+    if not isinstance(entries, list):
+        raise Malformed("activeMinutes.activeMinutesRollupByActivityLevel is not a list")
+    levels = {"LIGHT": 0, "MODERATE": 0, "VIGOROUS": 0}
+    for entry in entries:
+        entry = _object(entry, "activeMinutesRollupByActivityLevel[]")
+        level = entry.get("activityLevel")
+        minutes = _number(entry.get("activeMinutesSum"), "activeMinutesSum") or 0
+        if level in levels:
+            levels[str(level)] += round(minutes * 60)
+    return levels
