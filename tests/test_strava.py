@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -27,6 +28,7 @@ from tests.emulators.strava import StravaEmulator
 
 CALLBACK = "http://127.0.0.1:8000/connect/oauth/callback"
 HISTORY_DAYS = 10
+SEEDED_DAYS = 8
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +47,8 @@ def strava(settings: Any) -> Iterator[StravaEmulator]:
     }
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     today = datetime.now(UTC).date()
-    emulator.seed(today - timedelta(days=HISTORY_DAYS - 1), today)
+    # Eight days: all recent enough to be looked up as listed (the plugin remembers 9 days).
+    emulator.seed(today - timedelta(days=SEEDED_DAYS - 1), today)
     yield emulator
     emulator.stop()
 
@@ -75,6 +78,11 @@ def stored_ids(connection: Connection) -> list[str]:
 
 def provider_ids(emulator: StravaEmulator) -> list[str]:
     return sorted(str(i) for i in emulator.activities)
+
+
+def stored_calories(connection: Connection) -> dict[str, float | None]:
+    rows = Record.objects.filter(connection=connection, type="activities").values_list("external_id", "data")
+    return {external_id: data["calories"] for external_id, data in rows}
 
 
 def sync(connection: Connection, http: ProviderHttp | None = None) -> Any:
@@ -135,12 +143,14 @@ def test_it_syncs_history_page_by_page_then_incremental_with_one_copy(alice: Per
     assert stored_ids(connection) == provider_ids(strava)  # "Only Me" ones too (activity:read_all)
     assert any(a["private"] for a in strava.activities.values())
     assert history.pages == len(strava.activities) // 4 + 1
+    assert strava.calls["activity"] == len(strava.activities)  # each detail once, for its calories
 
     again = sync(connection)
 
     assert again.outcome == SyncOutcome.SUCCEEDED and again.kind == "incremental"
     assert stored_ids(connection) == provider_ids(strava)
-    assert all(c == {"created": 0, "updated": 0, "deleted": 0} for c in again.counts.values())
+    assert all(c["created"] == c["updated"] == c["deleted"] == 0 for c in again.counts.values())
+    assert strava.calls["activity"] == len(strava.activities)  # calories remembered, not asked again
     route, query = strava.log[-1]
     assert route == "activities" and int(query["after"]) > time.time() - 8 * 86400  # a trailing week
 
@@ -149,21 +159,27 @@ def test_it_normalizes_activities_with_local_offsets_and_units(alice: Persona, s
     connection = connect(alice, strava)
     sync(connection)
     ride = next(a for a in strava.activities.values() if a["sport_type"] == "Ride")
+    start = datetime.fromisoformat(ride["start_date"].replace("Z", "+00:00"))
 
     record = Record.objects.get(connection=connection, type="activities", external_id=str(ride["id"]))
 
-    assert record.tz_offset == -480  # utc_offset -28800 s; start_date_local is not read as UTC
-    assert record.start_time == datetime.fromisoformat(ride["start_date"].replace("Z", "+00:00"))
+    # Seeded at 07:30 Los Angeles time: UTC-7 or UTC-8 by the date, whatever the label says.
+    local = start.astimezone(ZoneInfo("America/Los_Angeles"))
+    assert local.strftime("%H:%M") == "07:30"
+    assert record.tz_offset == local.utcoffset().total_seconds() / 60  # type: ignore[union-attr]
+    assert record.start_time == start
     assert (record.end_time - record.start_time).total_seconds() == ride["elapsed_time"]
-    assert record.local_day.isoformat() == ride["start_date_local"][:10]
+    assert record.local_day == local.date()
     assert record.data == {
         "type": "cycling",
-        "duration": ride["elapsed_time"],
+        "duration": ride["moving_time"],
         "distance": ride["distance"],
         "steps": None,
-        "calories": ride["kilojoules"],  # no calories in lists: kJ of work ~ kcal burned
+        "calories": ride["calories"],  # from the activity's detail; kilojoules are not kcal
     }
+    assert record.source_data["kilojoules"] == 480.5 and record.source_data["calories"] == ride["calories"]
     assert record.source_data["average_heartrate"] == 141.3 and record.source_data["max_heartrate"] == 172.0
+    assert "laps" not in record.source_data and "embed_token" not in record.source_data
 
 
 def test_it_updates_edits_in_place_and_deletes_vanished_activities(alice: Persona, strava: StravaEmulator) -> None:
@@ -181,7 +197,8 @@ def test_it_updates_edits_in_place_and_deletes_vanished_activities(alice: Person
     assert after.data["distance"] == 12345.6 and after.data["type"] == "running"
     assert after.created_at == before.created_at and after.updated_at > before.updated_at
     assert stored_ids(connection) == provider_ids(strava)
-    assert run.counts["activities"] == {"created": 0, "updated": 1, "deleted": 1}
+    counts = run.counts["activities"]
+    assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 1, 1)
 
 
 def test_it_resumes_an_interrupted_history_sync_at_the_next_page(
@@ -191,9 +208,10 @@ def test_it_resumes_an_interrupted_history_sync_at_the_next_page(
     connection = connect(alice, strava)
     strava.fail("activities", 503, skip=1)
 
-    with pytest.raises(RetryLater):
-        connection_sync(connection_id=connection.pk)
+    failed = sync(connection)
 
+    # The only collection stayed unreachable: the run failed, what it stored stays stored.
+    assert failed.outcome == SyncOutcome.FAILED and "unreachable after retries" in failed.error
     assert len(stored_ids(connection)) == 4
     assert Connection.objects.get(pk=connection.pk).cursor["activities"]["page"] == 2
     strava.log.clear()
@@ -260,18 +278,21 @@ def test_it_needs_reauthorization_when_the_refresh_is_refused_and_keeps_the_data
 def test_it_stops_before_the_rate_limit_is_spent(alice: Persona, strava: StravaEmulator, settings: Any) -> None:
     settings.PROVIDER_RETRY_MAX_WAIT = 0
     connection = connect(alice, strava)
-    strava.read_limit = (4, 1000)  # a small window, so the reserve of 2 is reached after 2 calls
+    strava.read_limit = (4, 1000)  # a small window: the reserve of 2 is reached after 2 calls
 
     with pytest.raises(RetryLater) as caught:
         connection_sync(connection_id=connection.pk)
 
     assert strava.calls["429"] == 0
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 901
-    assert len(stored_ids(connection)) == 4 * 2  # the pages read before the reserve stay stored
+    # One list call, then one detail (details stop at half the window), then the reserve.
+    assert strava.calls["activities"] == 1 and strava.calls["activity"] == 1
+    assert len(stored_ids(connection)) == 4  # the page read before the reserve stays stored
     strava.read_limit, strava.usage = (100, 1000), [0, 0]  # the window reset
 
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED
     assert stored_ids(connection) == provider_ids(strava)
+    assert all(stored_calories(connection).values())  # the details left waiting were fetched
 
 
 def test_it_reschedules_a_429_until_the_window_resets(alice: Persona, strava: StravaEmulator, settings: Any) -> None:
@@ -305,11 +326,12 @@ def test_it_skips_a_malformed_activity_and_deletes_nothing_that_run(alice: Perso
     gone = sorted(strava.activities)[-1]
     strava.remove(gone)
     recent = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    strava.put({"id": 1, "sport_type": "Run", "start_date": recent, "utc_offset": 0})  # no elapsed_time
+    strava.put({"id": 1, "sport_type": "Run", "start_date": recent, "start_date_local": recent})  # no elapsed_time
 
     run = sync(connection)
 
-    assert run.outcome == SyncOutcome.SUCCEEDED
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert run.counts["activities"]["unreadable"] == 1 and "elapsed_time is missing" in str(run.unreadable)
     assert str(gone) in stored_ids(connection) and "1" not in stored_ids(connection)
 
 
@@ -326,3 +348,128 @@ def test_it_rejects_millisecond_bounds_like_strava(strava: StravaEmulator) -> No
     )
     assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "after"
     assert answer.headers["X-RateLimit-Usage"] == "1,1"
+
+
+def test_an_empty_answer_deletes_only_when_strava_repeats_it(alice: Persona, strava: StravaEmulator) -> None:
+    connection = connect(alice, strava)
+    sync(connection)
+    kept = stored_ids(connection)
+    recent = [i for i, a in strava.activities.items() if _age(a) < timedelta(days=6)]
+    for activity_id in list(strava.activities):
+        strava.remove(activity_id)
+
+    first = sync(connection)
+
+    assert first.outcome == SyncOutcome.SUCCEEDED
+    assert stored_ids(connection) == kept  # one empty answer proves nothing (a hiccup, a lapsed scope)
+    assert first.counts["activities"]["held"] >= len(recent)
+
+    second = sync(connection)
+
+    assert second.counts["activities"]["deleted"] >= len(recent)
+    assert not set(stored_ids(connection)) & {str(i) for i in recent}
+
+
+def test_details_stay_within_half_the_read_budget_and_the_rest_wait(
+    alice: Persona, strava: StravaEmulator, settings: Any
+) -> None:
+    connection = connect(alice, strava)
+    strava.read_limit = (12, 1000)  # details only while fewer than 6 calls were made this window
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.SUCCEEDED and strava.calls["429"] == 0
+    calories = stored_calories(connection)
+    assert set(calories) == {str(i) for i in strava.activities}  # every activity is stored anyway
+    with_calories = [k for k, v in calories.items() if v is not None]
+    assert 0 < len(with_calories) < len(calories)
+    assert strava.calls["activity"] == len(with_calories)
+    assert strava.usage[0] <= 12 // 2 + 2  # details stopped at half; the last list call is not a detail
+    waiting = Connection.objects.get(pk=connection.pk).cursor["calories"]["pending"]
+    assert {k for k, _ in waiting} == set(calories) - set(with_calories)
+
+    for _ in range(6):  # later windows: the waiting ones get their calories, inside or outside the re-read
+        strava.usage = [0, 0]
+        sync(connection)
+
+    calories = stored_calories(connection)
+    assert all(calories[str(i)] == a["calories"] for i, a in strava.activities.items())
+    assert Connection.objects.get(pk=connection.pk).cursor["calories"]["pending"] == []
+    assert strava.calls["activity"] == len(strava.activities)  # each detail once
+    old = min(strava.activities, key=lambda i: strava.activities[i]["start_date"])
+    record = Record.objects.get(connection=connection, external_id=str(old))
+    assert "laps" not in record.source_data and "polyline" not in record.source_data["map"]
+
+
+def test_details_per_run_caps_the_lookups(alice: Persona, strava: StravaEmulator, settings: Any) -> None:
+    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, "SOURCE_STRAVA_DETAILS_PER_RUN": "3"}
+    connection = connect(alice, strava)
+
+    sync(connection)
+
+    assert strava.calls["activity"] == 3
+    assert sum(v is not None for v in stored_calories(connection).values()) == 3
+
+
+def test_a_detail_that_is_gone_leaves_the_activity_without_calories(
+    alice: Persona, strava: StravaEmulator, settings: Any
+) -> None:
+    connection = connect(alice, strava)
+    strava.fail(
+        "activity",
+        404,
+        body='{"message":"Record Not Found","errors":[{"resource":"Activity","field":"id","code":"invalid"}]}',
+    )
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.SUCCEEDED
+    assert stored_ids(connection) == provider_ids(strava)
+    assert sum(v is None for v in stored_calories(connection).values()) == 1
+    asked = strava.calls["activity"]
+
+    sync(connection)
+
+    assert strava.calls["activity"] == asked  # not asked again and again
+
+
+def test_a_token_without_activity_access_fails_the_run_without_refreshing(
+    alice: Persona, strava: StravaEmulator
+) -> None:
+    strava.unticked = {"activity:read_all"}  # the athlete unticked the activity scope at consent
+    connection = connect(alice, strava)
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.FAILED
+    assert "activity:read_permission missing" in run.error
+    assert strava.grants["refresh_token"] == 0  # a refresh can't grant a scope
+    assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
+
+
+def test_the_emulator_serves_summaries_in_lists_and_details_by_id(strava: StravaEmulator) -> None:
+    """The emulator's own fidelity: lists carry no detail-only keys; a detail 404s when unknown."""
+    from tests.emulators.oauth_code import Grant
+
+    access, _ = strava.issue(Grant(strava.user_id, ("read", "activity:read_all")))
+    headers = {"Authorization": f"Bearer {access}"}
+    listed = requests.get(strava.url + "/api/v3/athlete/activities", headers=headers, timeout=5).json()
+    assert listed and all(a["resource_state"] == 2 and "calories" not in a and "laps" not in a for a in listed)
+    detail = requests.get(f"{strava.url}/api/v3/activities/{listed[0]['id']}", headers=headers, timeout=5).json()
+    assert detail["resource_state"] == 3 and isinstance(detail["calories"], float) and detail["laps"]
+    missing = requests.get(strava.url + "/api/v3/activities/1", headers=headers, timeout=5)
+    assert missing.status_code == 404 and missing.json()["message"] == "Record Not Found"
+
+
+def _age(item: dict[str, Any]) -> timedelta:
+    return datetime.now(UTC) - datetime.fromisoformat(item["start_date"].replace("Z", "+00:00"))
+
+
+def test_a_malformed_details_per_run_setting_fails_the_system_checks(settings: Any) -> None:
+    from sources.checks import check_source_settings
+
+    settings.SOURCE_SETTINGS = {"SOURCE_STRAVA_CLIENT_ID": "1", "SOURCE_STRAVA_DETAILS_PER_RUN": "some"}
+
+    errors = [str(e.msg) for e in check_source_settings()]
+
+    assert any("SOURCE_STRAVA_DETAILS_PER_RUN must be a whole number" in e for e in errors)

@@ -1,30 +1,42 @@
-"""Strava (API v3): the athlete's activities.
+"""Strava (API v3): the athlete's activities, with the calories Strava reports for them.
 
-The first sync pages through `/athlete/activities` over the history window (resumable by page).
-Later syncs re-read a trailing window as one page: Strava announces edits of distance, times or
-heart rate nowhere but webhooks, and a deleted activity simply vanishes from the list, so the
-window lets the engine delete what is gone. Rate limits are per application and reported on
-every answer; the plugin stops before exhausting them rather than collecting 429s.
+One collection, `activities`. The list `/athlete/activities` (SummaryActivity) is read first: the
+history sync pages through the history window (resumable by page); later syncs re-read a
+trailing window as one page, so edits are updated and what vanished is deleted (Strava announces
+neither outside webhooks; the engine deletes on an empty answer only when it repeats).
+
+Calories exist only in an activity's detail (`/activities/{id}`, DetailedActivity), one call
+per activity against the application's shared rate limit. The plugin asks for a detail once per
+activity, newest first, at most `DETAILS_PER_RUN` per run and only while the application has
+used less than half of its read budget (15 minutes and day), so the lists of every connection
+always have room. Activities not yet looked up wait in the cursor (`calories.pending`) for later
+runs; what was learnt is kept (`calories.known`) for the activities the trailing window re-reads,
+so a re-read never drops calories already stored. See docs/providers/strava.md.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+from django.core.exceptions import ImproperlyConfigured
 
 from ..base import (
+    Collection,
     Credentials,
+    PermanentError,
     RateLimited,
     RawPage,
     Record,
     RefreshRefused,
     SyncContext,
+    TokenRejected,
     TransientError,
     Window,
 )
@@ -33,10 +45,36 @@ from ..oauth import OAuth2CodeSource
 
 log = logging.getLogger(__name__)
 
-PER_PAGE = 200  # Strava's maximum
+PER_PAGE = 200  # Strava's maximum `per_page`
 REPULL = timedelta(days=7)  # later syncs re-read the last week (edits and deletions)
 MAX_PAGES = 1000
 RATE_RESERVE = 2  # requests left unused in a rate-limit window, for the app's other calls
+DETAIL_SHARE = 0.5  # details only while the app has used less than this share of its limits
+DETAILS_PER_RUN = 30  # default of SOURCE_STRAVA_DETAILS_PER_RUN (0: never ask for calories)
+MAX_PENDING = 2000  # activities waiting for their calories, newest kept
+KEEP_KNOWN = REPULL + timedelta(days=2)  # calories remembered for what the window re-reads
+MAX_OFFSET = 14 * 60  # minutes; no time zone is further from UTC
+HIDDEN_START = "T00:00:01"  # Strava's obscured start time (changelog, July 3, 2024)
+
+# Detail-only parts of a DetailedActivity that are not kept in sourceData: long, personal, or
+# about other people (segment efforts, laps, splits, photos, kudosers, the description).
+DETAIL_ONLY = frozenset(
+    {
+        "best_efforts",
+        "description",
+        "embed_token",
+        "gear",
+        "highlighted_kudosers",
+        "laps",
+        "photos",
+        "private_note",
+        "segment_efforts",
+        "similar_activities",
+        "splits_metric",
+        "splits_standard",
+        "stats_visibility",
+    }
+)
 
 SPORT_TYPES = {
     "Run": "running",
@@ -75,6 +113,11 @@ class StravaSource(OAuth2CodeSource):
     supports_pkce = False  # not documented by Strava
     client_auth = "body"
 
+    def check_settings(self) -> None:
+        raw = self.setting("DETAILS_PER_RUN").strip()
+        if raw and not raw.isdigit():
+            raise ImproperlyConfigured(f"SOURCE_STRAVA_DETAILS_PER_RUN must be a whole number (0 or more), got {raw!r}")
+
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
         """POST the token endpoint. Strava refuses with its own `Fault` body (no OAuth `error`)
@@ -108,79 +151,219 @@ class StravaSource(OAuth2CodeSource):
             raise TransientError("Strava did not say which athlete authorized")
         return str(athlete_id)
 
-    # --- fetch ---------------------------------------------------------------------------
-    def history_depth(self) -> int:
-        raw = self.setting("HISTORY_DAYS")
-        return int(raw) if raw.isdigit() and int(raw) > 0 else self.history_days
-
+    # --- settings ------------------------------------------------------------------------
     def per_page(self) -> int:
-        raw = self.setting("PER_PAGE")
-        return min(int(raw), PER_PAGE) if raw.isdigit() and int(raw) > 0 else PER_PAGE
+        return min(self.int_setting("PER_PAGE", PER_PAGE), PER_PAGE)
 
-    def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
+    def details_per_run(self) -> int:
+        raw = self.setting("DETAILS_PER_RUN").strip()
+        return int(raw) if raw.isdigit() else DETAILS_PER_RUN
+
+    # --- fetch ---------------------------------------------------------------------------
+    def collections(self, ctx: SyncContext) -> Sequence[Collection]:
+        return (Collection("activities", ("activities",)),)
+
+    def fetch_collection(self, ctx: SyncContext, collection: Collection) -> Iterator[RawPage]:
+        run = _Run(ctx, RateBudget(), CalorieBook.load(ctx.cursor.get("calories")), self.details_per_run())
         state = ctx.cursor.get("activities") or {}
         now = int(ctx.now.timestamp())
+        depth = self.int_setting("HISTORY_DAYS", self.history_days) * 86400
         if state.get("page") and state.get("after") is not None and state.get("before") is not None:
             # An interrupted history pass: go on from the next page.
-            yield from self._pass(ctx, int(state["after"]), int(state["before"]), int(state["page"]))
+            yield from self._pass(run, int(state["after"]), int(state["before"]), int(state["page"]))
         elif state.get("done") is not None:
-            after = max(now - self.history_depth() * 86400, min(int(state["done"]), now) - int(REPULL.total_seconds()))
-            yield self._window(ctx, after, now)
+            after = max(now - depth, min(int(state["done"]), now) - int(REPULL.total_seconds()))
+            yield self._window(run, after, now)
         else:
-            yield from self._pass(ctx, now - self.history_depth() * 86400, now, 1)
+            yield from self._pass(run, now - depth, now, 1)
+        yield from self._backfill(run)
 
-    def _pass(self, ctx: SyncContext, after: int, before: int, page: int) -> Iterator[RawPage]:
+    def _pass(self, run: _Run, after: int, before: int, page: int) -> Iterator[RawPage]:
         """Page through [after, before), storing each page with the next page as the cursor."""
-        budget = RateBudget()
         for _ in range(MAX_PAGES):
-            items = self._list(ctx, budget, after, before, page)
+            items = self._list(run, after, before, page)
             last = len(items) < self.per_page()
             position = {"done": before} if last else {"after": after, "before": before, "page": page + 1}
-            yield RawPage(type="activities", payload=items, cursor={"activities": position})
+            # Strava pages oldest first here; the recent ones are looked up as they come, the
+            # older ones wait for `_backfill`, which takes them newest first.
+            recent = int((run.ctx.now - KEEP_KNOWN).timestamp())
+            calories = self._enrich(run, items, not_before=recent)
+            cursor = {"activities": position, "calories": run.book.state(run.ctx.now)}
+            yield RawPage(type="activities", payload=items, cursor=cursor, context={"calories": calories})
             if last:
                 return
             page += 1
         raise TransientError(f"Strava kept paging activities past {MAX_PAGES} pages")
 
-    def _window(self, ctx: SyncContext, after: int, before: int) -> RawPage:
+    def _window(self, run: _Run, after: int, before: int) -> RawPage:
         """Every activity starting in [after, before), as one page the engine can delete against."""
-        budget = RateBudget()
         items: list[Any] = []
         for page in range(1, MAX_PAGES + 1):
-            batch = self._list(ctx, budget, after, before, page)
+            batch = self._list(run, after, before, page)
             items.extend(batch)
             if len(batch) < self.per_page():
+                calories = self._enrich(run, items)
                 window = Window("activities", datetime.fromtimestamp(after, UTC), datetime.fromtimestamp(before, UTC))
-                return RawPage(type="activities", payload=items, cursor={"activities": {"done": before}}, window=window)
+                cursor = {"activities": {"done": before}, "calories": run.book.state(run.ctx.now)}
+                return RawPage(
+                    type="activities", payload=items, cursor=cursor, window=window, context={"calories": calories}
+                )
         raise TransientError(f"Strava kept paging activities past {MAX_PAGES} pages")
 
-    def _list(self, ctx: SyncContext, budget: RateBudget, after: int, before: int, page: int) -> list[Any]:
-        budget.check(ctx.now)
-        # Strava's bounds are exclusive; widen by a second so an activity on the edge is kept.
+    def _list(self, run: _Run, after: int, before: int, page: int) -> list[Any]:
+        run.budget.check(run.ctx.now)
+        # Whether Strava's bounds are inclusive is not documented; widened by a second each way
+        # so an activity on the edge is never missed (the window itself stays [after, before)).
         params = {"after": after - 1, "before": before + 1, "page": page, "per_page": self.per_page()}
-        response = ctx.http.request(
+        response = run.ctx.http.request(
             "GET",
             f"{self.api_url}/athlete/activities",
             params=params,
-            headers=self.auth_headers(ctx.credentials),
+            headers=self.auth_headers(run.ctx.credentials),
             check=False,
-            inspect=budget.inspect,
+            inspect=run.budget.inspect,
         )
         body = response.json()
         if not isinstance(body, list):
             raise TransientError("Strava returned an unexpected body for activities (not a list)")
         return body
 
+    # --- calories (the detail of each activity) -------------------------------------------
+    def _enrich(self, run: _Run, items: list[Any], not_before: int | None = None) -> dict[str, float | None]:
+        """Calories of the listed activities: remembered, else looked up (newest first) while
+        the budget allows, else queued (so are those starting before `not_before`)."""
+        found: dict[str, float | None] = {}
+        listed: list[tuple[int, str]] = []
+        for item in items:
+            key, start = _key_and_start(item)
+            if key is None or not _readable(item):
+                continue  # unreadable: normalize says why, and its calories would not help
+            if key in run.book.known:
+                found[key] = run.book.known[key][0]
+            else:
+                listed.append((start, key))
+        for start, key in sorted(listed, reverse=True):
+            detail = self._detail(run, key) if not_before is None or start >= not_before else _NOT_NOW
+            if detail is _NOT_NOW:
+                run.book.pending[key] = start
+                continue
+            calories = _calories(detail) if isinstance(detail, dict) else None
+            run.book.learn(key, calories, start)
+            found[key] = calories
+        return found
+
+    def _backfill(self, run: _Run) -> Iterator[RawPage]:
+        """Details of activities listed by earlier runs that still lack their calories, newest
+        first, each stored as its own page (no window: it proves nothing about the others)."""
+        for key, start in sorted(run.book.pending.items(), key=lambda kv: kv[1], reverse=True):
+            detail = self._detail(run, key)
+            if detail is _NOT_NOW:
+                return
+            if not isinstance(detail, dict):
+                run.book.learn(key, None, start)  # gone or not visible: nothing to store
+                yield RawPage(type="activities", payload=[], cursor={"calories": run.book.state(run.ctx.now)})
+                continue
+            run.book.learn(key, _calories(detail), start)
+            cursor = {"calories": run.book.state(run.ctx.now)}
+            yield RawPage(type="activities", payload=[detail], cursor=cursor, context={"detail": True})
+
+    def _detail(self, run: _Run, key: str) -> Any:
+        """One DetailedActivity; None if Strava no longer shows it; `_NOT_NOW` when the budget
+        or Strava says to stop asking for this run."""
+        if run.stopped or run.fetched >= run.limit or not run.budget.room_for_details():
+            return _NOT_NOW
+        run.fetched += 1
+        try:
+            response = run.ctx.http.request(
+                "GET",
+                f"{self.api_url}/activities/{key}",
+                headers=self.auth_headers(run.ctx.credentials),
+                check=False,
+                inspect=run.budget.inspect,
+            )
+        except TokenRejected:
+            raise  # the engine refreshes the token and starts the collection again
+        except PermanentError as exc:
+            # 404: deleted since it was listed, or not visible to this token. The activity's
+            # record (from the list) is unaffected; only its calories stay unknown.
+            log.warning("Strava activity detail not available: %s", exc)
+            return None
+        except (RateLimited, TransientError) as exc:
+            log.info("Strava activity details paused until a later run: %s", exc)
+            run.stopped = True
+            return _NOT_NOW
+        body = response.json()
+        if not isinstance(body, dict):
+            run.stopped = True
+            return _NOT_NOW
+        return body
+
     # --- normalize -----------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
         records: list[Record] = []
+        from_detail = bool(page.context.get("detail"))
+        known: dict[str, float | None] = page.context.get("calories") or {}
         for item in page.payload:
             try:
-                records.append(activity_record(item))
+                if from_detail:
+                    record = activity_record(item, _calories(item), detail=True)
+                else:
+                    key, _ = _key_and_start(item)
+                    record = activity_record(item, known.get(key or ""), known=(key in known))
             except BadItem as exc:
-                log.warning("skipping a malformed Strava activity: %s", exc)
-                page.skipped(str(exc))
+                page.skipped(str(exc), type="activities")
+                continue
+            records.append(record)
         return records
+
+
+_NOT_NOW = object()
+
+
+@dataclass
+class CalorieBook:
+    """What the cursor remembers of activity details: calories learnt (id -> [kcal, start]) for
+    the activities the trailing window re-reads, and the activities still waiting (id -> start)."""
+
+    known: dict[str, tuple[float | None, int]] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, raw: Any) -> CalorieBook:
+        book = cls()
+        if not isinstance(raw, dict):
+            return book
+        for key, entry in (raw.get("known") or {}).items():
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int):
+                kcal = entry[0] if isinstance(entry[0], int | float) and not isinstance(entry[0], bool) else None
+                book.known[str(key)] = (kcal, entry[1])
+        for entry in raw.get("pending") or []:
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int):
+                book.pending[str(entry[0])] = entry[1]
+        return book
+
+    def learn(self, key: str, calories: float | None, start: int) -> None:
+        self.known[key] = (calories, start)
+        self.pending.pop(key, None)
+
+    def state(self, now: datetime) -> dict[str, Any]:
+        horizon = int((now - KEEP_KNOWN).timestamp())
+        known = {k: [kcal, start] for k, (kcal, start) in self.known.items() if start >= horizon}
+        waiting = sorted(self.pending.items(), key=lambda kv: kv[1], reverse=True)
+        if len(waiting) > MAX_PENDING:
+            log.warning("Strava: %d activities wait for their calories; the oldest are given up", len(waiting))
+            waiting = waiting[:MAX_PENDING]
+        return {"known": known, "pending": [[k, start] for k, start in waiting]}
+
+
+@dataclass
+class _Run:
+    ctx: SyncContext
+    budget: RateBudget
+    book: CalorieBook
+    limit: int
+    fetched: int = 0
+    stopped: bool = False
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -216,6 +399,15 @@ class RateBudget:
         if wait is not None:
             raise RateLimited("Strava's rate limit is nearly used up; waiting for its window to reset", wait)
 
+    def room_for_details(self) -> bool:
+        """Whether the app has used less than DETAIL_SHARE of every limit Strava reported."""
+        if not self.seen:
+            return False
+        return all(
+            short_used < short_limit * DETAIL_SHARE and day_used < day_limit * DETAIL_SHARE
+            for short_used, short_limit, day_used, day_limit in self.seen.values()
+        )
+
 
 def _pair(raw: str | None) -> tuple[int, int] | None:
     parts = (raw or "").split(",")
@@ -241,10 +433,27 @@ def _until_midnight(now: datetime) -> float:
 
 
 def _api_status(response: requests.Response, budget: RateBudget) -> None:
+    if response.status_code == 401 and _missing_permission(response):
+        # The token is fine but the athlete did not grant activity access: a refresh won't help.
+        raise PermanentError(f"Strava answered 401 ({_fault(response)}): reconnect and allow activity access")
     if response.status_code >= 400:
         # Strava sends no Retry-After on a 429: its rate-limit headers say which window is spent.
         raise_for_status(response, detail=_fault(response), retry_after=budget.wait(datetime.now(UTC)) or 60.0)
     decode_json(response)  # a malformed body is retried like a 5xx
+
+
+def _missing_permission(response: requests.Response) -> bool:
+    """Strava's 401 for a scope the token lacks: `{resource: AccessToken, field:
+    activity:read_permission, code: missing}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and str(e.get("field", "")).endswith("_permission") and e.get("code") == "missing"
+        for e in errors
+    )
 
 
 def _token_status(response: requests.Response) -> None:
@@ -270,7 +479,7 @@ def _fault(response: requests.Response) -> str:
 
 def _field(item: Any, key: str) -> Any:
     if not isinstance(item, dict):
-        raise BadItem("not an object")
+        raise BadItem("activity is not an object")
     if item.get(key) is None:
         raise BadItem(f"{key} is missing")
     return item[key]
@@ -285,52 +494,132 @@ def _number(item: dict[str, Any], key: str, *, optional: bool = False) -> float 
     return float(value)
 
 
-def _utc(item: dict[str, Any], key: str) -> datetime:
+def _activity_id(item: Any) -> str:
+    value = _field(item, "id")
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise BadItem("id is not an integer")
+    return str(value)
+
+
+def _clock(item: dict[str, Any], key: str) -> datetime:
+    """The date-time digits of `key`, naive. `start_date` is UTC; `start_date_local` is the
+    local wall clock, though Strava writes it with a `Z` too."""
     raw = _field(item, key)
     try:
         moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
-        raise BadItem(f"{key} is not an ISO 8601 timestamp") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        raise BadItem(f"{key} is not an ISO 8601 date-time") from None
+    if key == "start_date" and moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None)
 
 
-def _offset_minutes(item: dict[str, Any], start: datetime) -> int:
-    """Minutes east of UTC. `start_date_local` is local wall time wrongly suffixed `Z`, so it is
-    only a fallback, read as wall time."""
-    offset = _number(item, "utc_offset", optional=True)
-    if offset is not None:
-        return round(offset / 60)
-    if item.get("start_date_local") is not None:
-        return round((_utc(item, "start_date_local") - start).total_seconds() / 60)
-    raise BadItem("utc_offset is missing")
+def _key_and_start(item: Any) -> tuple[str | None, int]:
+    try:
+        return _activity_id(item), int(_clock(item, "start_date").replace(tzinfo=UTC).timestamp())
+    except BadItem:
+        return None, 0
+
+
+def _readable(item: Any) -> bool:
+    try:
+        activity_record(item, None)
+    except BadItem:
+        return False
+    return True
+
+
+def _zone_offset(item: dict[str, Any], wall: datetime) -> int | None:
+    """Minutes east of UTC at `wall` in the activity's `timezone`, "(GMT-08:00) America/Los_Angeles"
+    or a bare IANA name. The "(GMT...)" label is the zone's standard offset, never read as such."""
+    raw = item.get("timezone")
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    name = raw.strip().split(" ", 1)[1] if raw.strip().startswith("(") and " " in raw.strip() else raw.strip()
+    try:
+        offset = wall.replace(tzinfo=ZoneInfo(name)).utcoffset()
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return round(offset.total_seconds() / 60) if offset is not None else None
+
+
+def _utc_offset(item: dict[str, Any]) -> int | None:
+    """`utc_offset` (seconds, int or float; not in every payload) in minutes."""
+    seconds = _number(item, "utc_offset", optional=True)
+    if seconds is None or abs(seconds) > MAX_OFFSET * 60:
+        return None
+    return round(seconds / 60)
+
+
+def _start(item: dict[str, Any]) -> tuple[datetime, int, date]:
+    """(UTC start, minutes east of UTC, local day). The offset is `start_date_local` minus
+    `start_date`, which every payload has; `utc_offset`, then the `timezone` name, stand in when
+    `start_date_local` is missing, or when the start is hidden (both fields "...T00:00:01Z":
+    only the local day is real)."""
+    start_raw = _field(item, "start_date")
+    start = _clock(item, "start_date")
+    if item.get("start_date_local") is None:
+        offset = _utc_offset(item)
+        if offset is None:
+            offset = _zone_offset(item, start)  # a wall-clock guess of the zone's offset; close enough
+        if offset is None:
+            raise BadItem("start_date_local is missing")
+        return start.replace(tzinfo=UTC), offset, (start + timedelta(minutes=offset)).date()
+    wall = _clock(item, "start_date_local")
+    if HIDDEN_START in str(item["start_date_local"]) and HIDDEN_START in str(start_raw):
+        # The start stays Strava's `start_date`, the instant its `after`/`before` filter on, so
+        # the trailing window never deletes the activity at its edge; the day is the local one.
+        offset = _utc_offset(item)
+        if offset is None:
+            offset = _zone_offset(item, wall) or 0
+        return start.replace(tzinfo=UTC), offset, wall.date()
+    offset = round((wall - start).total_seconds() / 60)
+    if abs(offset) > MAX_OFFSET:
+        raise BadItem("start_date_local is more than 14 hours from start_date")
+    return start.replace(tzinfo=UTC), offset, wall.date()
 
 
 def sport(item: dict[str, Any]) -> str:
     name = item.get("sport_type") or item.get("type")  # `type` is the older, coarser field
     if not isinstance(name, str) or not name:
-        raise BadItem("sport_type is missing")
+        raise BadItem("sport_type and type are missing")
     return SPORT_TYPES.get(name) or re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def activity_record(item: Any) -> Record:
-    activity_id = _field(item, "id")
-    if isinstance(activity_id, bool) or not isinstance(activity_id, int | str):
-        raise BadItem("id is not an integer")
-    start = _utc(item, "start_date")
+def _calories(item: Any) -> float | None:
+    """A DetailedActivity's `calories` (kcal); None where it has none."""
+    value = item.get("calories") if isinstance(item, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def activity_record(item: Any, calories: float | None, *, known: bool = False, detail: bool = False) -> Record:
+    """One SummaryActivity (or DetailedActivity, `detail`) as an activity. `calories` come from
+    the activity's detail; `known` says a list item's detail was read, so sourceData carries them."""
+    activity_id = _activity_id(item)
+    start, offset, day = _start(item)
     elapsed = _number(item, "elapsed_time")
     assert elapsed is not None
-    # Calories are only in an activity's detail; rides with a power meter report the work done
-    # in kJ, which is close to the kcal burned (muscle efficiency ~24% cancels 4.184 kJ/kcal).
-    calories = _number(item, "calories", optional=True)
-    if calories is None:
-        calories = _number(item, "kilojoules", optional=True)
+    if elapsed < 0:
+        raise BadItem("elapsed_time is negative")
+    # Moving time (pauses excluded) is the activity's duration, as Strava shows it; the record
+    # spans the elapsed time on the wall clock.
+    moving = _number(item, "moving_time", optional=True)
     fields = {
         "type": sport(item),
-        "duration": round(elapsed),
+        "duration": round(moving if moving is not None else elapsed),
         "distance": _number(item, "distance", optional=True),
         "steps": None,  # Strava doesn't count steps
         "calories": calories,
     }
+    if detail:
+        source = {k: v for k, v in item.items() if k not in DETAIL_ONLY}
+        if isinstance(source.get("map"), dict):  # the full route; lists carry only its summary
+            source["map"] = {k: v for k, v in source["map"].items() if k != "polyline"}
+    else:
+        source = dict(item)
+        if known and calories is not None:
+            source["calories"] = calories  # from the activity's detail
     end = start + timedelta(seconds=elapsed)
-    offset = _offset_minutes(item, start)
-    return Record("activities", str(activity_id), start, offset, end, fields=fields, source_data=dict(item))
+    return Record("activities", activity_id, start, offset, end, fields=fields, source_data=source, day=day)
