@@ -71,3 +71,9 @@ def seed(emulator: HumanityEmulator, now: datetime | None = None) -> dict[str, d
     emulator.add_timeclock("t-past", at["past"] + timedelta(minutes=5), 7.5, shift="s-past")
     emulator.add_timeclock("t-now", minute(timezone.now()) - timedelta(hours=1), None)
     return at
+
+
+def offset_text(minutes: int) -> str:
+    """A tzOffset as the Data API writes it: "-05:00"."""
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

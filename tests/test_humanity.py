@@ -24,7 +24,7 @@ from sources.sync import RetryLater, connection_sync, fresh_credentials
 from tests.conftest import Persona
 from tests.emulators.humanity import CLIENT_SECRET, PASSWORD, HumanityEmulator
 from tests.factories import make_application, make_human
-from tests.humanity_helpers import good_form, humanity_settings, post_connect_form, seed
+from tests.humanity_helpers import good_form, humanity_settings, offset_text, post_connect_form, seed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,6 +62,11 @@ def sync(connection: Connection, http: ProviderHttp) -> SyncRun:
 
 def stored(connection: Connection, kind: str = "shifts") -> dict[str, Record]:
     return {r.external_id: r for r in Record.objects.filter(connection=connection, type=kind)}
+
+
+def changes(run: SyncRun) -> dict[str, dict[str, int]]:
+    """What a run created, updated and deleted, per type."""
+    return {kind: {k: c[k] for k in ("created", "updated", "deleted")} for kind, c in run.counts.items()}
 
 
 # --- Connect ---------------------------------------------------------------------------------
@@ -158,27 +163,30 @@ def test_it_syncs_history_then_the_rolling_window(
     assert run.kind == "history" and run.outcome == SyncOutcome.SUCCEEDED
     shifts = stored(connection)
     assert set(shifts) == {"s-old", "s-past", "s-soon", "s-later"}
-    assert run.counts == {
+    assert changes(run) == {
         "shifts": {"created": 4, "updated": 0, "deleted": 0},
         "timeclocks": {"created": 2, "updated": 0, "deleted": 0},
     }
     body = record_json(shifts["s-soon"])
     assert body["startTime"] == at["soon"].strftime("%Y-%m-%dT%H:%M:00.000Z")
     assert body["endTime"] == (at["soon"] + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:00.000Z")
-    assert body["tzOffset"] == "-05:00"  # from the wall-clock fields against the timestamp
+    # The wall-clock start_timestamp against start_date.timestamp: the account's offset that day.
+    assert body["tzOffset"] == offset_text(humanity.offset_minutes(at["soon"]))
+    assert shifts["s-soon"].local_day == humanity.local(at["soon"]).date()
     assert body["title"] == "Closing" and body["published"] is False
     assert body["position"] == "Front Desk" and body["location"] == "Main St" and body["employeeId"] == "1001"
     assert body["sourceData"]["id"] == "s-soon"
     clocks = stored(connection, "timeclocks")
     past = record_json(clocks["t-past"])
-    assert past["duration"] == 7.5 * 3600 and past["shiftId"] == "s-past" and past["tzOffset"] == "-05:00"
+    assert past["duration"] == 7.5 * 3600 and past["shiftId"] == "s-past"
+    assert past["tzOffset"] == offset_text(humanity.offset_minutes(at["past"]))
     assert past["position"] == "Front Desk" and past["location"] == "Main St"
     assert record_json(clocks["t-now"])["endTime"] is None
     history_calls = humanity.calls["/api/v2/shifts"]
 
     again = sync(connection, http)
     assert again.kind == "incremental" and again.outcome == SyncOutcome.SUCCEEDED
-    assert all(c == {"created": 0, "updated": 0, "deleted": 0} for c in again.counts.values())
+    assert all(c == {"created": 0, "updated": 0, "deleted": 0} for c in changes(again).values())
     # The rolling window only (30 back + 60 ahead = 4 calls of 28 days), not the history again.
     assert humanity.calls["/api/v2/shifts"] - history_calls == 4
     assert stored(connection).keys() == shifts.keys()
@@ -197,7 +205,12 @@ def test_it_updates_changed_shifts_in_place_and_deletes_vanished_ones(
     humanity.remove_shift("s-old")  # outside the rolling window now: no longer looked at
     run = sync(connection, http)
 
-    assert run.counts["shifts"] == {"created": 0, "updated": 1, "deleted": 1}
+    # s-past was the only shift of its month-chunk: a chunk answered empty is believed only
+    # when Humanity answers it empty again, in the next run.
+    assert changes(run)["shifts"] == {"created": 0, "updated": 1, "deleted": 0}
+    assert "s-past" in stored(connection)
+    run = sync(connection, http)
+    assert changes(run)["shifts"] == {"created": 0, "updated": 0, "deleted": 1}
     after = stored(connection)
     assert set(after) == {"s-old", "s-soon", "s-later"}
     soon, old_soon = after["s-soon"], before["s-soon"]
@@ -353,24 +366,15 @@ def test_it_backs_off_and_retries_in_place(
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
 
 
-@pytest.mark.parametrize(
-    ("kind", "options", "retry_after"),
-    [("http429", {"retry_after": 120}, 120), ("http500", {}, None)],
-)
-def test_it_reschedules_and_resumes_from_the_cursor(
-    humanity: HumanityEmulator,
-    alice: Persona,
-    http: ProviderHttp,
-    kind: str,
-    options: dict[str, Any],
-    retry_after: float | None,
+def test_it_reschedules_on_a_rate_limit_and_resumes_from_the_cursor(
+    humanity: HumanityEmulator, alice: Persona, http: ProviderHttp
 ) -> None:
     seed(humanity)
     connection = connect(humanity, alice)
-    fault = humanity.fail("/api/v2/shifts", kind, skip=2, times=None, **options)
+    fault = humanity.fail("/api/v2/shifts", "http429", skip=2, times=None, retry_after=120)
     with pytest.raises(RetryLater) as raised:
         connection_sync(connection_id=connection.pk, http=http)
-    assert raised.value.retry_after == retry_after
+    assert raised.value.retry_after == 120
     run = SyncRun.objects.get(connection=connection)
     assert run.outcome == SyncOutcome.RETRYING and run.error and run.pages == 2
     connection.refresh_from_db()
@@ -383,6 +387,32 @@ def test_it_reschedules_and_resumes_from_the_cursor(
     calls = humanity.calls["/api/v2/shifts"]
     second = sync(connection, http)
     assert second.outcome == SyncOutcome.SUCCEEDED and second.kind == "history"
+    # 60 history days + 61 ahead = 5 chunks; 2 were done: only 3 are fetched again.
+    assert humanity.calls["/api/v2/shifts"] - calls == 3
+    assert len(stored(connection)) == 4
+    assert Record.objects.filter(connection=connection).count() == 6
+
+
+def test_a_collection_unreachable_after_retries_fails_alone_and_resumes_next_run(
+    humanity: HumanityEmulator, alice: Persona, http: ProviderHttp
+) -> None:
+    seed(humanity)
+    connection = connect(humanity, alice)
+    fault = humanity.fail("/api/v2/shifts", "http500", skip=2, times=None)
+    run = sync(connection, http)
+    # The shifts collection failed after its in-place retries; the clock times were still read.
+    assert run.outcome == SyncOutcome.PARTIAL and set(run.failures) == {"shifts"}
+    assert "unreachable" in run.failures["shifts"]
+    connection.refresh_from_db()
+    assert connection.status == ConnectionStatus.ACTIVE and connection.sync_claim == ""
+    assert connection.cursor["shifts"]["next"]  # two month-chunks stored, with their cursor
+    assert set(stored(connection)) == {"s-old"}
+    assert set(stored(connection, "timeclocks")) == {"t-past", "t-now"}
+
+    humanity.faults.remove(fault)
+    calls = humanity.calls["/api/v2/shifts"]
+    second = sync(connection, http)
+    assert second.outcome == SyncOutcome.SUCCEEDED
     # 60 history days + 61 ahead = 5 chunks; 2 were done: only 3 are fetched again.
     assert humanity.calls["/api/v2/shifts"] - calls == 3
     assert len(stored(connection)) == 4
