@@ -25,7 +25,7 @@ from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
 from tests.conftest import Persona
 from tests.emulators.oauth_code import Grant
-from tests.emulators.oura import OuraEmulator
+from tests.emulators.oura import OuraEmulator, document_id
 
 CALLBACK = "http://127.0.0.1:8000/connect/oauth/callback"
 HISTORY_DAYS = 10
@@ -147,7 +147,7 @@ def test_it_syncs_history_then_incremental_with_exactly_one_copy(alice: Persona,
     assert stored(connection) == expected(oura)
     # The padding beats Oura's date quirk: today's 04:00 daily activity is not dropped.
     today = datetime.now(UTC).date()
-    assert Record.objects.filter(connection=connection, external_id=f"da-{today}").exists()
+    assert Record.objects.filter(connection=connection, type="activity_summaries", external_id=str(today)).exists()
     calls = oura.calls["collection"]
 
     again = sync(connection)
@@ -159,14 +159,14 @@ def test_it_syncs_history_then_incremental_with_exactly_one_copy(alice: Persona,
 
 
 def test_it_normalizes_oura_documents_to_the_data_api_fields(alice: Persona, oura: OuraEmulator) -> None:
-    connection = connect(alice, oura)
+    connection, day = connect(alice, oura), datetime.now(UTC).date() - timedelta(days=2)
     sync(connection)
-    day = datetime.now(UTC).date() - timedelta(days=2)
 
-    sleep = Record.objects.get(connection=connection, type="sleeps", external_id=f"sl-{day}")
+    sleep = Record.objects.get(connection=connection, type="sleeps", external_id=document_id("sleep", day))
     assert sleep.tz_offset == 120  # the document's own +02:00
     assert sleep.start_time == datetime.combine(day - timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=21)
-    raw = oura.documents["sleep"][f"sl-{day}"]
+    assert sleep.local_day == day  # Oura's day
+    raw = oura.documents["sleep"][document_id("sleep", day)]
     assert sleep.data == {
         "day": day.isoformat(),
         "mainSleep": True,
@@ -174,23 +174,26 @@ def test_it_normalizes_oura_documents_to_the_data_api_fields(alice: Persona, our
         "timeAwake": round(raw["awake_time"] / 60),
         "timeInBed": 480,
         "timeToFallAsleep": 10,
-        "efficiency": float(raw["efficiency"]),
+        "efficiency": raw["efficiency"],
         "numberOfWakeups": 2,
     }
-    assert sleep.source_data["average_heart_rate"] == 52.5 and "heart_rate" not in sleep.source_data
+    assert sleep.source_data["average_heart_rate"] == 58.25 and "heart_rate" not in sleep.source_data
 
-    workout = Record.objects.get(connection=connection, type="activities", external_id=f"wo-{day}")
-    doc = oura.documents["workout"][f"wo-{day}"]
-    assert workout.data["type"] == doc["activity"]
+    workout = Record.objects.get(connection=connection, type="activities", external_id=document_id("workout", day))
+    doc = oura.documents["workout"][document_id("workout", day)]
+    assert workout.data["type"] == doc["activity"] and workout.local_day == day
     assert workout.data["duration"] == (workout.end_time - workout.start_time).total_seconds()
     assert workout.data["distance"] == doc["distance"] and workout.data["calories"] == doc["calories"]
 
-    summary = Record.objects.get(connection=connection, type="activity_summaries", external_id=f"da-{day}")
-    assert summary.data["steps"] == oura.documents["daily_activity"][f"da-{day}"]["steps"]
-    assert summary.data["calories"] == 2300 and summary.local_day == day
+    summary = Record.objects.get(connection=connection, type="activity_summaries", external_id=str(day))
+    activity = oura.documents["daily_activity"][document_id("daily_activity", day)]
+    assert summary.data["steps"] == activity["steps"] and summary.data["calories"] == activity["total_calories"]
+    assert summary.local_day == day and summary.tz_offset == 120
+    assert summary.start_time == datetime.combine(day, datetime.min.time(), UTC) - timedelta(hours=2)
 
-    spo2 = Record.objects.get(connection=connection, type="blood_oxygen", external_id=f"sp-{day}")
-    assert spo2.value == 96.0 and spo2.data == {"value": 96.0, "unit": "%"}
+    spo2 = Record.objects.get(connection=connection, type="blood_oxygen", external_id=document_id("daily_spo2", day))
+    average = oura.documents["daily_spo2"][document_id("daily_spo2", day)]["spo2_percentage"]["average"]
+    assert spo2.value == average and spo2.data == {"value": average, "unit": "%"} and spo2.local_day == day
 
     beat = Record.objects.filter(connection=connection, type="heart_rate").first()
     assert beat is not None and beat.data["unit"] == "bpm" and beat.value == beat.data["value"]
@@ -200,9 +203,11 @@ def test_it_updates_changed_documents_in_place_and_deletes_removed_ones(alice: P
     connection = connect(alice, oura)
     sync(connection)
     today = datetime.now(UTC).date()
-    changed_id, removed_id, tombstone_id = f"sl-{today - timedelta(days=1)}", f"wo-{today}", f"sl-{today}"
+    changed_id, tombstone_id = document_id("sleep", today - timedelta(days=1)), document_id("sleep", today)
+    removed_id = document_id("workout", today)
     before = Record.objects.get(connection=connection, type="sleeps", external_id=changed_id)
-    untouched = Record.objects.get(connection=connection, type="sleeps", external_id=f"sl-{today - timedelta(days=3)}")
+    untouched_id = document_id("sleep", today - timedelta(days=3))
+    untouched = Record.objects.get(connection=connection, type="sleeps", external_id=untouched_id)
     oura.change("sleep", changed_id, awake_time=3600, total_sleep_duration=8 * 3600 - 3600)
     oura.remove("workout", removed_id)
     oura.change("sleep", tombstone_id, type="deleted")
@@ -214,11 +219,12 @@ def test_it_updates_changed_documents_in_place_and_deletes_removed_ones(alice: P
     assert after.updated_at > before.updated_at
     assert Record.objects.get(pk=untouched.pk).updated_at == untouched.updated_at
     assert not Record.objects.filter(connection=connection, external_id__in=[removed_id, tombstone_id]).exists()
-    assert run.counts["sleeps"] == {"created": 0, "updated": 1, "deleted": 1}
+    sleeps = run.counts["sleeps"]
+    assert (sleeps["created"], sleeps["updated"], sleeps["deleted"]) == (0, 1, 1)
     assert run.counts["activities"]["deleted"] == 1
 
 
-def test_it_resumes_an_interrupted_history_sync_from_its_cursor(
+def test_it_resumes_heart_rate_from_its_cursor_after_a_failed_run(
     alice: Persona, oura: OuraEmulator, settings: Any
 ) -> None:
     settings.PROVIDER_RETRY_ATTEMPTS = 1  # fail at once, as a long outage would
@@ -226,9 +232,9 @@ def test_it_resumes_an_interrupted_history_sync_from_its_cursor(
     # Four document collections, then three heart-rate pages succeed; the fourth fails.
     oura.fail("collection", 503, skip=7, times=1)
 
-    with pytest.raises(RetryLater):
-        connection_sync(connection_id=connection.pk)
+    failed = sync(connection)
 
+    assert failed.outcome == SyncOutcome.PARTIAL and set(failed.failures) == {"heart_rate"}
     partial = stored(connection)
     assert partial["sleeps"] == len(oura.documents["sleep"]) and partial["heart_rate"] == 75
     cursor = Connection.objects.get(pk=connection.pk).cursor
@@ -237,10 +243,10 @@ def test_it_resumes_an_interrupted_history_sync_from_its_cursor(
 
     resumed = sync(connection)
 
-    assert resumed.outcome == SyncOutcome.SUCCEEDED and resumed.kind == "history"
+    assert resumed.outcome == SyncOutcome.SUCCEEDED
     assert stored(connection) == expected(oura)
-    first_route, first_query = oura.log[0]
-    assert first_route == "collection" and first_query["next_token"] == cursor["heartrate"]["next_token"]
+    heart_rate_calls = [query for route, query in oura.log if "start_datetime" in query]
+    assert heart_rate_calls[0]["next_token"] == cursor["heartrate"]["next_token"]
     assert resumed.counts["heart_rate"]["created"] == len(oura.heart_rate) - 75
 
 
@@ -250,8 +256,7 @@ def test_it_rereads_a_chunk_when_a_stored_next_token_has_expired(
     settings.PROVIDER_RETRY_ATTEMPTS = 1
     connection = connect(alice, oura)
     oura.fail("collection", 503, skip=5, times=1)
-    with pytest.raises(RetryLater):
-        connection_sync(connection_id=connection.pk)
+    assert sync(connection).outcome == SyncOutcome.PARTIAL
     oura.forget_page_tokens()
 
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED
@@ -301,7 +306,7 @@ def test_it_needs_reauthorization_when_the_refresh_is_refused_and_keeps_the_data
 
 def test_it_waits_out_a_429_and_backs_off_on_5xx_and_malformed_json(alice: Persona, oura: OuraEmulator) -> None:
     connection = connect(alice, oura)
-    oura.fail("collection", 429, headers={"Retry-After": "2"})
+    oura.rate_limit(2)  # Retry-After and the X-RateLimit-* headers Oura documents
     oura.fail("collection", 502, skip=1)
     oura.fail("collection", 200, skip=2, body='{"data": [')
     waits: list[float] = []
@@ -315,7 +320,7 @@ def test_it_waits_out_a_429_and_backs_off_on_5xx_and_malformed_json(alice: Perso
 
 def test_it_reschedules_on_a_long_retry_after_keeping_stored_pages(alice: Persona, oura: OuraEmulator) -> None:
     connection = connect(alice, oura)
-    oura.fail("collection", 429, skip=2, headers={"Retry-After": "3600"})
+    oura.rate_limit(3600, skip=2)
 
     with pytest.raises(RetryLater) as caught:
         connection_sync(connection_id=connection.pk)
@@ -325,28 +330,103 @@ def test_it_reschedules_on_a_long_retry_after_keeping_stored_pages(alice: Person
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
 
 
-def test_it_skips_a_collection_whose_scope_was_not_granted(alice: Persona, oura: OuraEmulator) -> None:
+def test_it_records_a_collection_whose_scope_was_not_granted_and_syncs_the_others(
+    alice: Persona, oura: OuraEmulator
+) -> None:
     oura.unticked = {"heartrate"}
     connection = connect(alice, oura)
 
     run = sync(connection)
 
-    assert run.outcome == SyncOutcome.SUCCEEDED
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert set(run.failures) == {"heart_rate"} and "403" in run.failures["heart_rate"]
+    assert "Forbidden" in run.failures["heart_rate"]
     assert stored(connection) == expected(oura) - Counter(heart_rate=len(oura.heart_rate))
+    assert "heartrate" not in Connection.objects.get(pk=connection.pk).cursor  # retried next run
 
 
-def test_it_skips_a_malformed_document_without_deleting_anything(alice: Persona, oura: OuraEmulator) -> None:
+def test_it_records_a_missing_collection_and_reads_it_once_it_answers(alice: Persona, oura: OuraEmulator) -> None:
+    oura.missing = {"daily_spo2"}
+    connection = connect(alice, oura)
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.PARTIAL and set(run.failures) == {"blood_oxygen"}
+    assert "404" in run.failures["blood_oxygen"] and "Not Found" in run.failures["blood_oxygen"]
+    assert stored(connection) == expected(oura) - Counter(blood_oxygen=len(oura.documents["daily_spo2"]))
+    oura.missing = set()
+
+    again = sync(connection)
+
+    assert again.outcome == SyncOutcome.SUCCEEDED and stored(connection) == expected(oura)
+
+
+def test_it_fails_every_collection_when_the_membership_lapsed_and_keeps_the_data(
+    alice: Persona, oura: OuraEmulator
+) -> None:
+    connection = connect(alice, oura)
+    sync(connection)
+    oura.lapsed = True
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.FAILED
+    assert set(run.failures) == set(plugin().data_types)
+    assert stored(connection) == expected(oura)
+
+
+def test_it_deletes_on_an_empty_answer_only_when_oura_repeats_it(alice: Persona, oura: OuraEmulator) -> None:
+    connection = connect(alice, oura)
+    sync(connection)
+    for ident in list(oura.documents["workout"]):
+        oura.remove("workout", ident)
+
+    first = sync(connection)
+
+    assert first.counts["activities"]["deleted"] == 0 and first.counts["activities"]["held"] > 0
+    assert stored(connection)["activities"] == HISTORY_DAYS + 1
+
+    second = sync(connection)
+
+    assert second.counts["activities"]["deleted"] > 0
+    # The re-read week is gone; older chunks are not re-read by an incremental sync.
+    remaining = Record.objects.filter(connection=connection, type="activities")
+    horizon = datetime.now(UTC) - timedelta(days=7)
+    assert not remaining.filter(start_time__gte=horizon).exists()
+
+
+def test_it_counts_a_malformed_document_unreadable_without_deleting_anything(
+    alice: Persona, oura: OuraEmulator
+) -> None:
     connection = connect(alice, oura)
     sync(connection)
     today = datetime.now(UTC).date()
     oura.put("sleep", {"id": "broken", "type": "long_sleep", "day": today.isoformat(), "bedtime_start": "soon"})
-    oura.remove("sleep", f"sl-{today}")  # gone, but the window is no longer trusted this run
+    oura.remove("sleep", document_id("sleep", today))  # gone, but the window is no longer trusted this run
 
     run = sync(connection)
 
-    assert run.outcome == SyncOutcome.SUCCEEDED
-    assert Record.objects.filter(connection=connection, external_id=f"sl-{today}").exists()
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert run.counts["sleeps"]["unreadable"] == 1
+    assert run.unreadable == {"sleeps": ["sleep: bedtime_start is not an ISO 8601 timestamp"]}
+    assert Record.objects.filter(connection=connection, external_id=document_id("sleep", today)).exists()
     assert not Record.objects.filter(connection=connection, external_id="broken").exists()
+
+
+def test_it_names_oura_validation_errors_without_echoing_the_input(alice: Persona, oura: OuraEmulator) -> None:
+    connection = connect(alice, oura)
+    oura.fail(
+        "collection",
+        422,
+        body='{"detail": [{"type": "value_error", "loc": ["query", "start_date"], '
+        '"msg": "Start date must be before end date", "input": "2099-01-01"}]}',
+    )
+
+    run = sync(connection)
+
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert "Start date must be before end date" in run.failures["activities"]
+    assert "2099" not in run.failures["activities"]
 
 
 def test_it_answers_malformed_dates_with_an_empty_page_like_oura(oura: OuraEmulator) -> None:

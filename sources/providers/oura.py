@@ -1,25 +1,35 @@
 """Oura (Cloud API v2): workouts, sleeps, heart rate, daily activity totals and SpO2 of an Oura ring.
 
-Document collections (`workout`, `sleep`, `daily_activity`, `daily_spo2`) are read in date
-chunks. Oura's date bounds are fuzzy (a date-only bound means midnight, daily documents are
-filtered on their 04:00 `timestamp`, `sleep` once looked start-exclusive), so every query is
-padded by two days on each side while the chunk's deletion window stays exact: a document
-starting inside the window is certainly in the answer if it still exists. Heart rate is a time
-series in UTC with `next_token` paging; it is stored page by page and resumes mid-chunk.
+Five collections, each fetched (and failing) on its own: `workout`, `sleep`, `daily_activity`,
+`daily_spo2` and `heartrate`. A 403 (scope not granted, membership lapsed) or 404 of one is the
+engine's to record; the others go on. The field-by-field reading, with its sources, is in
+docs/providers/oura.md.
+
+Document collections are read in date chunks. Oura's date bounds are fuzzy (a date-only bound
+means that day's midnight and daily documents are filtered on their 04:00 `timestamp`, so the
+end day's activity is left out; `sleep` once looked start-exclusive), so every query is padded
+by two days on each side while the chunk's deletion window stays exact: a document starting
+inside the window is certainly in the answer if it still exists. Heart rate is a time series in
+UTC with `next_token` paging; it is stored page by page and resumes mid-chunk.
+
+Days: Oura files each document under its own `day` (a sleep under the day it counts toward,
+which for an evening nap is the next day; daily activity under the day whose 04:00 starts it),
+and so do the records made of them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import requests
 
 from ..base import (
     AuthorizationFailed,
+    Collection,
     PermanentError,
     RawPage,
     Record,
@@ -39,23 +49,25 @@ REPULL_DAYS = 7  # sleeps and workouts appear (and change) days late: re-read th
 HEART_RATE_OVERLAP = timedelta(hours=24)  # the ring uploads hours-old readings when the phone syncs
 MAX_PAGES = 1000  # a provider that keeps returning next_token must not loop forever
 
-# Oura collection -> the record type it yields. Order matters only for the cursor's readability.
-DOCUMENTS = (
-    ("workout", "activities"),
-    ("sleep", "sleeps"),
-    ("daily_activity", "activity_summaries"),
-    ("daily_spo2", "blood_oxygen"),
+# Each Oura collection and the record type it yields, in fetch order.
+COLLECTIONS = (
+    Collection("workout", ("activities",)),
+    Collection("sleep", ("sleeps",)),
+    Collection("daily_activity", ("activity_summaries",)),
+    Collection("daily_spo2", ("blood_oxygen",)),
+    Collection("heartrate", ("heart_rate",)),
 )
 # Time series samples that would bloat sourceData for little use.
-BULKY = frozenset({"met", "class_5_min", "heart_rate", "hrv", "movement_30_sec", "motion_count"})
-
-
-class ScopeNotGranted(PermanentError):
-    """Oura answered 403: the user didn't grant this collection's scope (or the membership lapsed)."""
+BULKY = frozenset(
+    {"met", "class_5_min", "heart_rate", "hrv", "movement_30_sec", "sleep_phase_5_min", "sleep_phase_30_sec"}
+)
+# Sleep periods that are not sleeps (PublicSleepType): a user-deleted sleep is a tombstone and
+# `rest` a detection the user rejected. Left out, the chunk's window deletes a stored copy.
+NOT_SLEEP = frozenset({"deleted", "rest"})
 
 
 class BadItem(ValueError):
-    """A provider document that doesn't have the documented shape."""
+    """A provider document that doesn't have the documented shape; the message names the field."""
 
 
 class OuraSource(OAuth2CodeSource):
@@ -96,15 +108,18 @@ class OuraSource(OAuth2CodeSource):
 
     # --- fetch ---------------------------------------------------------------------------
     def history_depth(self) -> int:
-        raw = self.setting("HISTORY_DAYS")
-        return int(raw) if raw.isdigit() and int(raw) > 0 else self.history_days
+        return self.int_setting("HISTORY_DAYS", self.history_days)
 
-    def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
+    def collections(self, ctx: SyncContext) -> Sequence[Collection]:
+        return COLLECTIONS
+
+    def fetch_collection(self, ctx: SyncContext, collection: Collection) -> Iterator[RawPage]:
+        """Pages of one collection. Errors propagate: a 403 or 404 fails this collection only."""
         today = ctx.now.astimezone(UTC).date()
         first_day = today - timedelta(days=self.history_depth())
-        for collection, kind in DOCUMENTS:
-            yield from self._documents(ctx, collection, kind, first_day, today)
-        yield from self._heart_rate(ctx, datetime.combine(first_day, time(), UTC))
+        if collection.name == "heartrate":
+            return self._heart_rate(ctx, datetime.combine(first_day, time(), UTC))
+        return self._documents(ctx, collection.name, collection.types[0], first_day, today)
 
     def _documents(self, ctx: SyncContext, collection: str, kind: str, first: date, today: date) -> Iterator[RawPage]:
         state = ctx.cursor.get(collection) or {}
@@ -121,11 +136,7 @@ class OuraSource(OAuth2CodeSource):
                 "start_date": (start - timedelta(PAD_DAYS)).isoformat(),
                 "end_date": (end + timedelta(PAD_DAYS)).isoformat(),
             }
-            try:
-                items = [item for page in self._pages(ctx, collection, params) for item in page[0]]
-            except ScopeNotGranted:
-                log.info("Oura connection %s has no access to %s; skipping it", ctx.connection_id, collection)
-                return
+            items = [item for page in self._pages(ctx, collection, params) for item in page[0]]
             window = Window(kind, _midnight(start), _midnight(end + timedelta(days=1)))
             yield RawPage(type=collection, payload=items, cursor={collection: {"done": end.isoformat()}}, window=window)
             start = end + timedelta(days=1)
@@ -152,9 +163,6 @@ class OuraSource(OAuth2CodeSource):
                     else:
                         position["done"] = end.isoformat()
                     yield RawPage(type="heartrate", payload=items, cursor={"heartrate": position})
-            except ScopeNotGranted:
-                log.info("Oura connection %s has no access to heart rate; skipping it", ctx.connection_id)
-                return
             except PermanentError:
                 if token is None:
                     raise
@@ -183,20 +191,16 @@ class OuraSource(OAuth2CodeSource):
 
     # --- normalize -----------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
-        parse = PARSERS[page.type]
+        parse, kind = PARSERS[page.type]
         records: list[Record] = []
-        skipped = 0
         for item in page.payload:
             try:
                 record = parse(item)
             except BadItem as exc:
-                skipped += 1
-                log.warning("skipping a malformed Oura %s document: %s", page.type, exc)
+                page.skipped(f"{page.type}: {exc}", type=kind)
                 continue
             if record is not None:
                 records.append(record)
-        if skipped:
-            page.skipped(f"{skipped} unreadable document(s)")
         return records
 
 
@@ -204,9 +208,8 @@ class OuraSource(OAuth2CodeSource):
 
 
 def _api_status(response: requests.Response) -> None:
-    """Oura's answers mapped to the engine's errors; a 403 (scope not granted) is told apart."""
-    if response.status_code == 403:
-        raise ScopeNotGranted(f"{response.url.split('?', 1)[0]} answered 403")
+    """Oura's answers mapped to the engine's errors: 401 refresh, 429 wait, 5xx retry, and any
+    other 4xx (403: scope not granted or membership lapsed; 404; 422) fails the collection."""
     if response.status_code >= 400:
         raise_for_status(response, detail=_detail(response))
     decode_json(response)  # a malformed body is retried like a 5xx
@@ -217,18 +220,22 @@ def _token_status(response: requests.Response) -> None:
 
 
 def _detail(response: requests.Response) -> str:
+    """Oura's own words: `{"detail": "..."}`, or a 422's `{"detail": [{"msg": ...}]}` (the
+    messages only: `input` echoes what was sent)."""
     try:
         body = response.json()
     except ValueError:
         return "no details"
     detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        detail = "; ".join(str(d.get("msg")) for d in detail if isinstance(d, dict) and d.get("msg"))
     return str(detail)[:200] if detail else "no details"
 
 
 def _envelope(body: Any, collection: str) -> tuple[list[Any], str | None]:
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise TransientError(f"Oura returned an unexpected body for {collection} (no data list)")
-    token = body.get("next_token")
+    token = body.get("next_token")  # heart rate answers may leave it out (TimeSeriesResponse)
     if token is not None and not isinstance(token, str):
         raise TransientError(f"Oura returned an unexpected next_token for {collection}")
     return body["data"], token or None
@@ -241,31 +248,40 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def _field(item: Any, key: str) -> Any:
+def _object(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
-        raise BadItem("not an object")
-    if item.get(key) is None:
+        raise BadItem("the item is not an object")
+    return item
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    if value is None:
         raise BadItem(f"{key} is missing")
-    return item[key]
-
-
-def _text(item: Any, key: str) -> str:
-    value = _field(item, key)
     if not isinstance(value, str) or not value:
         raise BadItem(f"{key} is not a string")
     return value
 
 
-def _number(item: Any, key: str, *, optional: bool = False) -> float | None:
-    if optional and (not isinstance(item, dict) or item.get(key) is None):
+def _number(item: dict[str, Any], key: str, *, required: bool = False) -> int | float | None:
+    """A JSON number as sent (an integer stays an integer); None where it is null or absent,
+    unless `required`."""
+    value = item.get(key)
+    if value is None:
+        if required:
+            raise BadItem(f"{key} is missing")
         return None
-    value = _field(item, key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadItem(f"{key} is not a number")
-    return float(value)
+    return value
 
 
-def _instant(item: Any, key: str) -> tuple[datetime, int]:
+def _whole(item: dict[str, Any], key: str, *, required: bool = False) -> int | None:
+    value = _number(item, key, required=required)
+    return None if value is None else round(value)
+
+
+def _instant(item: dict[str, Any], key: str) -> tuple[datetime, int]:
     """An ISO 8601 timestamp with its offset -> (UTC instant, offset in minutes east of UTC)."""
     raw = _text(item, key)
     try:
@@ -278,14 +294,14 @@ def _instant(item: Any, key: str) -> tuple[datetime, int]:
     return moment.astimezone(UTC), int(offset.total_seconds() // 60)
 
 
-def _day(item: Any) -> date:
+def _day(item: dict[str, Any], key: str = "day") -> date:
     try:
-        return date.fromisoformat(_text(item, "day"))
+        return date.fromisoformat(_text(item, key))
     except ValueError:
-        raise BadItem("day is not a date") from None
+        raise BadItem(f"{key} is not a date (YYYY-MM-DD)") from None
 
 
-def _minutes(seconds: float | None) -> int | None:
+def _minutes(seconds: int | float | None) -> int | None:
     return None if seconds is None else round(seconds / 60)
 
 
@@ -293,7 +309,10 @@ def _raw(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in BULKY}
 
 
-def workout_record(item: Any) -> Record:
+def workout_record(raw: Any) -> Record:
+    """A workout (PublicWorkout): local start/end with their offsets, kcal, metres, Oura's day.
+    The end's offset may differ from the start's (both are instants); the start's is kept."""
+    item = _object(raw)
     start, offset = _instant(item, "start_datetime")
     end, _ = _instant(item, "end_datetime")
     if end < start:
@@ -301,83 +320,123 @@ def workout_record(item: Any) -> Record:
     fields = {
         "type": _text(item, "activity").lower(),
         "duration": round((end - start).total_seconds()),
-        "distance": _number(item, "distance", optional=True),
+        "distance": _number(item, "distance"),  # metres, null when not measured
         "steps": None,  # Oura counts steps per day (activity summaries), not per workout
-        "calories": _number(item, "calories", optional=True),
+        "calories": _number(item, "calories"),  # kcal, nullable
     }
-    return Record("activities", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item))
+    day = _day(item) if item.get("day") is not None else None
+    return Record("activities", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item), day=day)
 
 
-def sleep_record(item: Any) -> Record | None:
-    kind = _text(item, "type")
-    if kind in ("deleted", "rest"):
-        # A user-deleted sleep is a tombstone and `rest` a rejected detection: neither is a sleep.
-        # Left out, the chunk's window deletes a stored copy.
+def sleep_record(raw: Any) -> Record | None:
+    """A sleep period (PublicModifiedSleepModel): durations in seconds (served in minutes),
+    filed under Oura's `day`, the day it counts toward (the morning after; for a sleep that
+    ends after Oura's 18:00 day change, the next day)."""
+    item = _object(raw)
+    kind = item.get("type")
+    if kind in NOT_SLEEP:
         return None
+    # Any other type (long_sleep, sleep, late_nap, or null, which the schema allows) is a sleep;
+    # only the long sleep counts as the main one.
     start, offset = _instant(item, "bedtime_start")
     end, _ = _instant(item, "bedtime_end")
+    if end < start:
+        raise BadItem("bedtime_end is before bedtime_start")
+    day = _day(item)
     phases = item.get("sleep_phase_5_min")
     fields = {
-        "day": _day(item).isoformat(),
+        "day": day.isoformat(),
         "mainSleep": kind == "long_sleep",
         "timeAsleep": _minutes(_number(item, "total_sleep_duration")),
         "timeAwake": _minutes(_number(item, "awake_time")),
-        "timeInBed": _minutes(_number(item, "time_in_bed")),
-        "timeToFallAsleep": _minutes(_number(item, "latency", optional=True)),
-        "efficiency": _number(item, "efficiency", optional=True),
+        "timeInBed": _minutes(_number(item, "time_in_bed", required=True)),
+        "timeToFallAsleep": _minutes(_number(item, "latency")),
+        "efficiency": _number(item, "efficiency"),  # percent, 1-100
         "numberOfWakeups": _wakeups(phases) if isinstance(phases, str) else None,
     }
-    return Record("sleeps", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item))
+    return Record("sleeps", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item), day=day)
 
 
 def _wakeups(phases: str) -> int:
-    """Awake stretches (phase 4) between falling asleep and the final wake-up."""
+    """Awake stretches (phase 4 of sleep_phase_5_min) between falling asleep and the final wake-up."""
     return len(re.findall("4+", phases.strip("4")))
 
 
-def daily_activity_record(item: Any) -> Record:
-    start, offset = _instant(item, "timestamp")  # the day starts at 04:00 local time
-    low = _number(item, "low_activity_time", optional=True) or 0
-    medium = _number(item, "medium_activity_time", optional=True) or 0
-    high = _number(item, "high_activity_time", optional=True) or 0
+def daily_activity_record(raw: Any) -> Record:
+    """Oura's own totals of one day (PublicDailyActivity): the activity day runs from 04:00 local
+    time (`timestamp`), filed under `day` and stored from that day's local midnight."""
+    item = _object(raw)
+    day = _day(item)
+    _, offset = _instant(item, "timestamp")
+    midnight = datetime.combine(day, time(), timezone(timedelta(minutes=offset))).astimezone(UTC)
+    low, medium, high = (_whole(item, f"{k}_activity_time") for k in ("low", "medium", "high"))
+    parts = [p for p in (low, medium, high) if p is not None]
     fields = {
-        "date": _day(item).isoformat(),
-        "steps": _number(item, "steps"),
-        "calories": _number(item, "total_calories", optional=True),
-        "activeCalories": _number(item, "active_calories", optional=True),
-        "distance": _number(item, "equivalent_walking_distance", optional=True),
-        "duration": round(low + medium + high),
-        "sedentary": _number(item, "sedentary_time", optional=True),
+        "date": day.isoformat(),
+        "steps": _whole(item, "steps", required=True),
+        # Oura's "equivalent walking distance": the day's energy expenditure as metres walked.
+        # Oura reports no measured distance per day.
+        "distance": _number(item, "equivalent_walking_distance"),
+        "calories": _number(item, "total_calories"),  # kcal, the day's total burn
+        "activeCalories": _number(item, "active_calories"),  # kcal
+        "duration": sum(parts) if parts else None,  # seconds of low, medium or high activity
+        "sedentary": _whole(item, "sedentary_time"),
         "light": low,
         "moderate": medium,
         "vigorous": high,
     }
-    end = start + timedelta(days=1)
-    return Record("activity_summaries", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item))
+    return Record(
+        "activity_summaries",
+        day.isoformat(),  # one per day
+        midnight,
+        offset,
+        midnight + timedelta(days=1),
+        fields=fields,
+        source_data=_raw(item),
+        day=day,
+    )
 
 
-def spo2_record(item: Any) -> Record | None:
-    average = _number(item.get("spo2_percentage") if isinstance(item, dict) else None, "average", optional=True)
-    if average is None:
-        return None  # no reading that night (older rings have no SpO2 sensor)
+def spo2_record(raw: Any) -> Record | None:
+    """The night's average SpO2 (PublicDailySpO2), in percent, filed under Oura's `day`. It has
+    no time of day and no offset: it is stored at that day's midnight UTC."""
+    item = _object(raw)
+    aggregate = item.get("spo2_percentage")
+    if aggregate is None or (isinstance(aggregate, dict) and aggregate.get("average") is None):
+        return None  # no reading that night (spo2_percentage is nullable: rings without the sensor)
+    if not isinstance(aggregate, dict):
+        raise BadItem("spo2_percentage is not an object")
+    average = _number(aggregate, "average", required=True)
+    day = _day(item)
     fields = {"value": average, "unit": "%"}
-    day = _midnight(_day(item))  # a nightly average with a day but no time
-    return Record("blood_oxygen", _text(item, "id"), day, 0, value=average, fields=fields, source_data=_raw(item))
+    return Record(
+        "blood_oxygen",
+        _text(item, "id"),
+        _midnight(day),
+        0,
+        value=average,
+        fields=fields,
+        source_data=_raw(item),
+        day=day,
+    )
 
 
-def heart_rate_record(item: Any) -> Record:
-    moment, offset = _instant(item, "timestamp")  # UTC in Oura's answers
-    bpm = _number(item, "bpm")
-    assert bpm is not None
-    external_id = "hr-" + moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def heart_rate_record(raw: Any) -> Record:
+    """One heart-rate sample (PublicHeartRateRow): `timestamp` in UTC, `bpm`, `source`. Samples
+    of different sources may share an instant (an `awake` and a `workout` one): both are kept."""
+    item = _object(raw)
+    moment, offset = _instant(item, "timestamp")
+    bpm = _number(item, "bpm", required=True)
+    source = item.get("source") if isinstance(item.get("source"), str) else ""
+    external_id = "hr-" + moment.strftime("%Y-%m-%dT%H:%M:%SZ") + (f"-{source}" if source else "")
     fields = {"value": bpm, "unit": "bpm"}
     return Record("heart_rate", external_id, moment, offset, value=bpm, fields=fields, source_data=dict(item))
 
 
-PARSERS: dict[str, Callable[[Any], Record | None]] = {
-    "workout": workout_record,
-    "sleep": sleep_record,
-    "daily_activity": daily_activity_record,
-    "daily_spo2": spo2_record,
-    "heartrate": heart_rate_record,
+PARSERS: dict[str, tuple[Callable[[Any], Record | None], str]] = {
+    "workout": (workout_record, "activities"),
+    "sleep": (sleep_record, "sleeps"),
+    "daily_activity": (daily_activity_record, "activity_summaries"),
+    "daily_spo2": (spo2_record, "blood_oxygen"),
+    "heartrate": (heart_rate_record, "heart_rate"),
 }

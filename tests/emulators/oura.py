@@ -1,20 +1,36 @@
-"""An emulator of the Oura Cloud API v2 for tests.
+"""An emulator of the Oura Cloud API v2 for tests, in the shapes of Oura's OpenAPI document and of
+recorded real answers (docs/providers/oura.md names the sources).
 
 OAuth2: `/oauth/authorize` (space-separated scopes, `error=access_denied` on denial) and
 `/oauth/token` (body or Basic client auth; `expires_in` 86400; every refresh rotates the refresh
-token and the old one dies; refusals are `{"error": "invalid_grant"}`). Data:
-`/v2/usercollection/{type}` with `start_date`/`end_date` (heart rate: `start_datetime`/
-`end_datetime`), `{"data": [...], "next_token": ...}` paging, 401 on a bad token, 403 when the
-collection's scope wasn't granted, `{"detail": ...}` errors, and Oura's date-window quirks behind
-`date_quirks`: a date-only end bound acts as midnight (the end day's 04:00 `daily_activity` is
-dropped) and document collections treat the end day as exclusive. Malformed dates answer an
-empty 200, as Oura does.
+token and the old one dies; refusals are `{"error": "invalid_grant"}`).
+
+Data: `/v2/usercollection/{type}` with `start_date`/`end_date` (heart rate: `start_datetime`/
+`end_datetime`), `{"data": [...], "next_token": ...}` paging, and the single document
+`/v2/usercollection/{type}/{id}`. Errors are FastAPI's `{"detail": ...}`: 401 on a bad token, 403
+when the collection's scope wasn't granted (or `lapsed`: the membership expired), 404 for a
+collection in `missing`, 422 with a validation list when start is after end, and 429 with the
+documented rate-limit headers (`rate_limit`). Malformed dates answer an empty 200, as Oura does.
+
+Oura's date-window quirks sit behind `date_quirks`: a date-only end bound acts as that day's
+midnight (so the end day's 04:00 `daily_activity` is dropped) and collections filtered on `day`
+treat the end day as exclusive.
+
+Shapes where public sources differ, each a switch:
+- `meta`: documents carry `meta: {updated_at, version}` (one published copy of the OpenAPI
+  document) or not (recorded answers and the other published copies);
+- `heart_rate_unix`: heart-rate rows carry `timestamp_unix` (ms; OpenAPI 1.29 and later) or not
+  (OpenAPI 1.27/1.28 and recorded answers);
+- `omit_null_next_token`: a last heart-rate page leaves `next_token` out (only `data` is required
+  of a TimeSeriesResponse) instead of sending null.
+The documents themselves are served as put, so a test can put any documented variant.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -31,6 +47,12 @@ SCOPES = {
     "heartrate": ("heartrate",),
 }
 BY_TIMESTAMP = ("daily_activity", "daily_sleep")  # filtered on `timestamp`, others on `day`
+IDS = uuid.UUID("6f1c2d7e-0a41-4d4e-9a55-3f0f2b6c9e10")  # namespace of the seeded documents' ids
+
+
+def document_id(collection: str, day: date) -> str:
+    """The id of the document `seed` writes for `collection` on `day` (Oura's ids are UUIDs)."""
+    return str(uuid.uuid5(IDS, f"{collection}/{day.isoformat()}"))
 
 
 class OuraEmulator(OAuthCodeEmulator):
@@ -42,44 +64,52 @@ class OuraEmulator(OAuthCodeEmulator):
         super().__init__()
         self.page_size = page_size
         self.date_quirks = date_quirks
+        self.meta = False
+        self.heart_rate_unix = True
+        self.omit_null_next_token = False
+        self.missing: set[str] = set()  # collections answering 404
+        self.lapsed = False  # the user's Oura membership expired: every collection answers 403
         self.user_id = "oura-user-7d3f"
         self.documents: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in SCOPES if c != "heartrate"}
+        self.versions: dict[tuple[str, str], tuple[int, str]] = {}  # (collection, id) -> (version, updated_at)
         self.heart_rate: list[dict[str, Any]] = []
         self.page_tokens: dict[str, int] = {}  # next_token -> offset
         self.routes += [
-            ("GET", _path(r"/v2/usercollection/personal_info"), "personal_info", self.personal_info),
-            ("GET", _path(r"/v2/usercollection/(?P<collection>[a-z_0-9]+)"), "collection", self.collection),
-        ]
+            ("GET", re.compile(r"/v2/usercollection/personal_info"), "personal_info", self.personal_info),
+            ("GET", re.compile(r"/v2/usercollection/(?P<collection>[a-zA-Z_0-9]+)"), "collection", self.collection),
+            ("GET", re.compile(r"/v2/usercollection/(?P<collection>[a-zA-Z_0-9]+)/(?P<ident>[^/]+)"), "document",
+             self.document),
+        ]  # fmt: skip
 
     # --- data, for tests --------------------------------------------------------------------------
     def seed(self, first: date, last: date, tz: str = "+02:00", hr_minutes: int = 60) -> None:
-        """One workout, one night, one daily activity and SpO2 document per day, and a heart-rate
-        sample every `hr_minutes` (UTC), never in the future."""
+        """One workout, one night, one daily activity and SpO2 document per day in the documented
+        shapes, and a heart-rate sample every `hr_minutes` (UTC), never in the future."""
         offset = _tz(tz)
         now = datetime.now(UTC)
         day = first
         while day <= last:
             n = day.toordinal()
-            local = datetime.combine(day, time(7, 0), offset)
-            self.put("workout", _workout(day, local, n))
-            self.put("sleep", _sleep(day, offset, n))
-            self.put("daily_activity", _daily_activity(day, offset, n))
-            self.put("daily_spo2", {"id": f"sp-{day}", "day": day.isoformat(), "spo2_percentage": {"average": 96.0}})
+            self.put("workout", workout(day, datetime.combine(day, time(7, 0), offset), n))
+            self.put("sleep", night(day, offset, n))
+            self.put("daily_activity", daily_activity(day, offset, n))
+            self.put("daily_spo2", spo2(day, 95.0 + n % 4))
             moment = datetime.combine(day, time(), UTC)
             while moment < datetime.combine(day + timedelta(days=1), time(), UTC) and moment <= now:
                 bpm = 55 + (moment.hour * 7 + n) % 40
-                stamp = moment.isoformat()
-                self.heart_rate.append({"bpm": bpm, "source": "awake", "timestamp": stamp})
+                self.heart_rate.append({"bpm": bpm, "source": "awake", "timestamp": moment.isoformat()})
                 moment += timedelta(minutes=hr_minutes)
             day += timedelta(days=1)
 
     def put(self, collection: str, document: dict[str, Any]) -> None:
         with self.lock:
             self.documents[collection][document["id"]] = document
+            self._touch(collection, document["id"])
 
     def change(self, collection: str, document_id: str, **changes: Any) -> None:
         with self.lock:
             self.documents[collection][document_id].update(changes)
+            self._touch(collection, document_id)
 
     def remove(self, collection: str, document_id: str) -> None:
         with self.lock:
@@ -88,6 +118,22 @@ class OuraEmulator(OAuthCodeEmulator):
     def forget_page_tokens(self) -> None:
         with self.lock:
             self.page_tokens.clear()
+
+    def rate_limit(self, retry_after: int, *, times: int = 1, skip: int = 0) -> None:
+        """Answer the next data calls 429 with the headers Oura documents for it."""
+        reset = int(datetime.now(UTC).timestamp()) + retry_after
+        headers = {
+            "Retry-After": str(retry_after),
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Window": "300",
+            "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Tier": "token",
+        }
+        self.fail("collection", 429, times=times, skip=skip, headers=headers, body='{"detail": "Too Many Requests"}')
+
+    def _touch(self, collection: str, ident: str) -> None:
+        version, _ = self.versions.get((collection, ident), (0, ""))
+        self.versions[(collection, ident)] = (version + 1, datetime.now(UTC).isoformat())
 
     # --- OAuth shapes ----------------------------------------------------------------------------
     def token_body(self, access: str, token: AccessToken, *, first: bool) -> dict[str, Any]:
@@ -107,24 +153,41 @@ class OuraEmulator(OAuthCodeEmulator):
     def personal_info(self, request: Request) -> Response:
         token = self.bearer(request)
         if token is None:
-            return self.json({"detail": "Invalid or expired token"}, 401)
-        info = {"id": token.grant.user_id, "age": 41, "weight": 72.5, "height": 1.78, "biological_sex": "female"}
+            return self.json({"detail": "Unauthorized"}, 401)
+        info: dict[str, Any] = {"id": token.grant.user_id, "age": 41, "weight": 72.5, "height": 1.78}
+        info["biological_sex"] = "female"
+        info["email"] = "oura-user@example.com" if "email" in token.grant.scopes else None
         return self.json(info)
 
-    def collection(self, request: Request, collection: str) -> Response:
+    def _refusal(self, request: Request, collection: str) -> Response | None:
         token = self.bearer(request)
         if token is None:
-            return self.json({"detail": "Invalid or expired token"}, 401)
-        if collection not in SCOPES:
+            return self.json({"detail": "Unauthorized"}, 401)
+        if collection not in SCOPES or collection in self.missing:
             return self.json({"detail": "Not Found"}, 404)
-        if not set(SCOPES[collection]) & set(token.grant.scopes):
-            return self.json({"detail": "Missing scope for this data type"}, 403)
+        if self.lapsed or not set(SCOPES[collection]) & set(token.grant.scopes):
+            return self.json({"detail": "Forbidden"}, 403)
+        return None
+
+    def collection(self, request: Request, collection: str) -> Response:
+        refusal = self._refusal(request, collection)
+        if refusal is not None:
+            return refusal
         rows = self.heart_rate_rows(request) if collection == "heartrate" else self.document_rows(request, collection)
         if isinstance(rows, Response):
             return rows
-        return self.page(request, rows)
+        return self.page(request, rows, time_series=collection == "heartrate")
 
-    def page(self, request: Request, rows: list[dict[str, Any]]) -> Response:
+    def document(self, request: Request, collection: str, ident: str) -> Response:
+        refusal = self._refusal(request, collection)
+        if refusal is not None:
+            return refusal
+        found = self.documents.get(collection, {}).get(ident)
+        if found is None:
+            return self.json({"detail": "Document not found."}, 404)
+        return self.json(self.shaped(collection, found))
+
+    def page(self, request: Request, rows: list[dict[str, Any]], *, time_series: bool) -> Response:
         offset = 0
         if request.args.get("next_token"):
             if request.args["next_token"] not in self.page_tokens:
@@ -135,7 +198,16 @@ class OuraEmulator(OAuthCodeEmulator):
         if offset + self.page_size < len(rows):
             next_token = secrets.token_urlsafe(12)
             self.page_tokens[next_token] = offset + self.page_size
-        return self.json({"data": chunk, "next_token": next_token})
+        body: dict[str, Any] = {"data": chunk, "next_token": next_token}
+        if time_series and next_token is None and self.omit_null_next_token:
+            del body["next_token"]
+        return self.json(body)
+
+    def shaped(self, collection: str, document: dict[str, Any]) -> dict[str, Any]:
+        if not self.meta:
+            return document
+        version, updated_at = self.versions.get((collection, document["id"]), (1, datetime.now(UTC).isoformat()))
+        return {**document, "meta": {"updated_at": updated_at, "version": version}}
 
     def document_rows(self, request: Request, collection: str) -> list[dict[str, Any]] | Response:
         try:
@@ -144,14 +216,22 @@ class OuraEmulator(OAuthCodeEmulator):
         except ValueError:
             return []  # Oura answers malformed dates with an empty 200
         if start > end:
-            detail = [{"type": "value_error", "loc": ["query"], "msg": "Start date must be before end date"}]
+            detail = [
+                {
+                    "type": "value_error",
+                    "loc": ["query", "start_date"],
+                    "msg": "Start date must be before end date",
+                    "input": request.args.get("start_date"),
+                }
+            ]
             return self.json({"detail": detail}, 422)
         rows = [d for d in self.documents[collection].values() if self._in_range(collection, d, start, end)]
-        return sorted(rows, key=lambda d: (d["day"], d["id"]))
+        rows.sort(key=lambda d: (str(d.get("day")), str(d.get("timestamp") or d.get("bedtime_start") or "")))
+        return [self.shaped(collection, d) for d in rows]
 
     def _in_range(self, collection: str, document: dict[str, Any], start: datetime, end: datetime) -> bool:
         if collection in BY_TIMESTAMP:
-            # Compared on local wall time; a date-only end bound means that day's 00:00.
+            # Compared on local wall time; with the quirks a date-only end bound means that day's 00:00.
             stamp = datetime.fromisoformat(document["timestamp"]).replace(tzinfo=None)
             upper = end if self.date_quirks else end + timedelta(days=1)
             return start <= stamp <= upper if self.date_quirks else start <= stamp < upper
@@ -164,12 +244,18 @@ class OuraEmulator(OAuthCodeEmulator):
             end = _instant(request.args.get("end_datetime"), datetime.now(UTC))
         except ValueError:
             return []
-        rows = [r for r in self.heart_rate if start <= datetime.fromisoformat(r["timestamp"]) <= end]
-        return sorted(rows, key=lambda r: r["timestamp"])
+        rows = [r for r in self.heart_rate if start <= _stamp(r) <= end]
+        rows.sort(key=_stamp)
+        return [self.heart_rate_row(r) for r in rows]
+
+    def heart_rate_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not self.heart_rate_unix or "timestamp_unix" in row:
+            return row
+        return {**row, "timestamp_unix": round(_stamp(row).timestamp() * 1000)}
 
 
-def _path(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _stamp(row: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00"))
 
 
 def _tz(text: str) -> timezone:
@@ -193,65 +279,135 @@ def _instant(raw: str | None, default: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _workout(day: date, start: datetime, n: int) -> dict[str, Any]:
+def _millis(moment: datetime) -> str:
+    """Sample timestamps carry milliseconds (`2024-10-10T01:01:59.000+02:00`), document ones don't."""
+    return moment.isoformat(timespec="milliseconds")
+
+
+# --- documents in the documented shapes (seeded values, consistent like real ones) ----------------
+
+
+def workout(day: date, start: datetime, n: int) -> dict[str, Any]:
+    """PublicWorkout: kcal (float, nullable), metres (float, nullable), local start/end."""
     minutes = 30 + n % 20
     running = n % 2 == 0
     return {
-        "id": f"wo-{day}",
+        "id": document_id("workout", day),
         "activity": "running" if running else "walking",
-        "calories": float(10 * minutes if running else 4 * minutes),
+        "calories": round(minutes * (10.5 if running else 4.25), 3),
         "day": day.isoformat(),
         "distance": float(minutes * (170 if running else 80)),
         "end_datetime": (start + timedelta(minutes=minutes)).isoformat(),
-        "intensity": "moderate",
+        "intensity": "moderate" if running else "easy",
         "label": None,
-        "source": "autodetected",
+        "source": "confirmed",
         "start_datetime": start.isoformat(),
     }
 
 
-def _sleep(day: date, offset: timezone, n: int) -> dict[str, Any]:
+def night(day: date, offset: timezone, n: int) -> dict[str, Any]:
+    """PublicModifiedSleepModel, a long sleep from 23:00 the evening before `day` (its day)."""
     bedtime = datetime.combine(day - timedelta(days=1), time(23, 0), offset)
     in_bed = 8 * 3600
-    awake = 1800 + (n % 4) * 300
+    deep, rem = 5400, 5400
+    light = 16200 - (n % 4) * 300
+    asleep = deep + light + rem
+    # 96 five-minute epochs: awake at the start, two awakenings in the night, awake at the end.
+    phases = "44" + "1122" * 7 + "4" + "2233" * 7 + "44" + "2323" * 7 + "2" * 6 + "4"
     return {
-        "id": f"sl-{day}",
-        "type": "long_sleep",
-        "day": day.isoformat(),
-        "bedtime_start": bedtime.isoformat(),
+        "id": document_id("sleep", day),
+        "average_breath": 14.5,
+        "average_heart_rate": 58.25,
+        "average_hrv": 42,
+        "awake_time": in_bed - asleep,
         "bedtime_end": (bedtime + timedelta(seconds=in_bed)).isoformat(),
-        "time_in_bed": in_bed,
-        "total_sleep_duration": in_bed - awake,
-        "awake_time": awake,
-        "deep_sleep_duration": 5400,
-        "light_sleep_duration": 12600,
-        "rem_sleep_duration": in_bed - awake - 18000,
+        "bedtime_start": bedtime.isoformat(),
+        "day": day.isoformat(),
+        "deep_sleep_duration": deep,
+        "efficiency": round(100 * asleep / in_bed),
+        "heart_rate": {"interval": 300.0, "items": [None, 61.0, 58.0, 57.0], "timestamp": _millis(bedtime)},
+        "hrv": {"interval": 300.0, "items": [None, 35.0, 41.0, 44.0], "timestamp": _millis(bedtime)},
         "latency": 600,
-        "efficiency": round(100 * (in_bed - awake) / in_bed),
-        "average_heart_rate": 52.5,
-        "lowest_heart_rate": 46,
-        "average_hrv": 48,
-        "sleep_phase_5_min": "44" + "2233" * 10 + "4" + "1122" * 10 + "44" + "2323" * 10 + "444",
-        "heart_rate": {"interval": 300.0, "items": [None, 55.0, 54.0], "timestamp": bedtime.isoformat()},
+        "light_sleep_duration": light,
+        "low_battery_alert": False,
+        "lowest_heart_rate": 52,
+        "movement_30_sec": "1" * (in_bed // 30),
+        "period": 0,
+        "readiness": {
+            "contributors": {
+                "activity_balance": 85,
+                "body_temperature": 98,
+                "hrv_balance": 76,
+                "previous_day_activity": 90,
+                "previous_night": 80,
+                "recovery_index": 70,
+                "resting_heart_rate": 88,
+                "sleep_balance": 82,
+            },
+            "score": 82,
+            "temperature_deviation": -0.1,
+            "temperature_trend_deviation": 0.05,
+        },
+        "readiness_score_delta": 0,
+        "rem_sleep_duration": rem,
+        "restless_periods": 240,
+        "sleep_phase_5_min": phases,
+        "sleep_score_delta": 0,
+        "sleep_algorithm_version": "v2",
+        "time_in_bed": in_bed,
+        "total_sleep_duration": asleep,
+        "type": "long_sleep",
     }
 
 
-def _daily_activity(day: date, offset: timezone, n: int) -> dict[str, Any]:
+def daily_activity(day: date, offset: timezone, n: int) -> dict[str, Any]:
+    """PublicDailyActivity: the 24 hours from 04:00 local time; times in seconds summing to a day."""
+    start = datetime.combine(day, time(4, 0), offset)
+    high, medium, low = 600 + (n % 3) * 60, 1800, 7200
+    resting, non_wear = 28800, 0
+    sedentary = 86400 - high - medium - low - resting - non_wear
     return {
-        "id": f"da-{day}",
-        "day": day.isoformat(),
-        "timestamp": datetime.combine(day, time(4, 0), offset).isoformat(),
-        "steps": 6000 + (n % 7) * 500,
-        "active_calories": 350,
-        "total_calories": 2300,
-        "target_calories": 500,
-        "equivalent_walking_distance": 7200,
-        "high_activity_time": 600,
-        "medium_activity_time": 1800,
-        "low_activity_time": 7200,
-        "sedentary_time": 30000,
-        "resting_time": 28000,
-        "non_wear_time": 0,
+        "id": document_id("daily_activity", day),
+        "class_5_min": "1" * 96 + "2" * 120 + "3" * 48 + "4" * 18 + "5" * 6,
         "score": 81,
-        "met": {"interval": 60.0, "items": [1.0, 1.2], "timestamp": datetime.combine(day, time(4), offset).isoformat()},
+        "active_calories": 420 + n % 50,
+        "average_met_minutes": 1.5625,
+        "contributors": {
+            "meet_daily_targets": 85,
+            "move_every_hour": 100,
+            "recovery_time": 100,
+            "stay_active": 77,
+            "training_frequency": 100,
+            "training_volume": 98,
+        },
+        "equivalent_walking_distance": 7200 + (n % 7) * 400,
+        "high_activity_met_minutes": 90,
+        "high_activity_time": high,
+        "inactivity_alerts": 0,
+        "low_activity_met_minutes": 180,
+        "low_activity_time": low,
+        "medium_activity_met_minutes": 160,
+        "medium_activity_time": medium,
+        "met": {"interval": 60.0, "items": [0.9] * 1440, "timestamp": _millis(start)},
+        "meters_to_target": 1200,
+        "non_wear_time": non_wear,
+        "resting_time": resting,
+        "sedentary_met_minutes": 12,
+        "sedentary_time": sedentary,
+        "steps": 6000 + (n % 7) * 500,
+        "target_calories": 500,
+        "target_meters": 9000,
+        "total_calories": 2300 + n % 50,
+        "day": day.isoformat(),
+        "timestamp": start.isoformat(),
+    }
+
+
+def spo2(day: date, average: float | None, bdi: int | None = 6) -> dict[str, Any]:
+    """PublicDailySpO2: the night's average in percent; `spo2_percentage` is null without a reading."""
+    return {
+        "id": document_id("daily_spo2", day),
+        "day": day.isoformat(),
+        "spo2_percentage": None if average is None else {"average": average},
+        "breathing_disturbance_index": bdi,
     }
