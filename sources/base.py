@@ -154,6 +154,8 @@ class SourcePlugin:
     default_api_url: ClassVar[str] = ""
     scopes: ClassVar[tuple[str, ...]] = ()
     supports_pkce: ClassVar[bool] = False
+    # This source's own integer settings (key -> minimum), beside the common INTEGER_SETTINGS.
+    integer_settings: ClassVar[dict[str, int]] = {}
 
     def __init__(self, settings: Mapping[str, str]) -> None:
         # This source's SOURCE_<SLUG>_<KEY> settings, keys without the prefix.
@@ -166,7 +168,7 @@ class SourcePlugin:
         """An integer SOURCE_<SLUG>_<KEY>; a malformed one fails the system checks at startup
         (`sources.checks`), so here it only falls back to the default."""
         raw = self.setting(key).strip()
-        minimum = INTEGER_SETTINGS.get(key, 0)
+        minimum = {**INTEGER_SETTINGS, **self.integer_settings}.get(key, 0)
         return int(raw) if raw.isdigit() and int(raw) >= minimum else default
 
     @property

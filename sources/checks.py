@@ -27,7 +27,7 @@ def check_source_settings(app_configs: Sequence[Any] | None = None, **kwargs: An
         for key in URL_SETTINGS:
             if values.get(key):
                 errors.extend(_url_errors(f"SOURCE_{slug.upper()}_{key}", values[key]))
-        for key, minimum in INTEGER_SETTINGS.items():
+        for key, minimum in {**INTEGER_SETTINGS, **cls.integer_settings}.items():
             raw = values.get(key, "")
             if raw and not (raw.strip().isdigit() and int(raw) >= minimum):
                 name = f"SOURCE_{slug.upper()}_{key}"

@@ -49,6 +49,13 @@ def test_it_allows_plain_http_endpoints_when_told_to() -> None:
         ("SOURCE_WITHINGS_API_URL", "https://wbsapi.example:notaport", "SOURCE_WITHINGS_API_URL has a malformed port"),
         ("SOURCE_OURA_HISTORY_DAYS", "a year", "SOURCE_OURA_HISTORY_DAYS must be a whole number of at least 1"),
         ("SOURCE_FITBIT_SYNC_INTERVAL", "5", "SOURCE_FITBIT_SYNC_INTERVAL must be a whole number of at least 60"),
+        (
+            "SOURCE_HUMANITY_WINDOW_BACK_DAYS",
+            "-3",
+            "SOURCE_HUMANITY_WINDOW_BACK_DAYS must be a whole number of at least 0",
+        ),
+        ("SOURCE_HUMANITY_ALLOWED_INSTANCES", "exa mple.com", "SOURCE_HUMANITY_ALLOWED_INSTANCES has a bad pattern"),
+        ("SOURCE_STRAVA_DETAILS_PER_RUN", "some", "SOURCE_STRAVA_DETAILS_PER_RUN must be a whole number of at least 0"),
         ("SOURCES_ENABLED", "oura,fitbitt", "SOURCES_ENABLED names unknown sources: fitbitt"),
         ("SOURCE_PRIORITY", "ouraa", "SOURCE_PRIORITY names unknown sources: ouraa"),
     ],

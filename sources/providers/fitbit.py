@@ -294,8 +294,7 @@ class FitbitSource(OAuth2CodeSource):
     def _days(self, key: str, default: int) -> int:
         """SOURCE_FITBIT_HISTORY_DAYS (depth of the first sync), SOURCE_FITBIT_LOOKBACK_DAYS (how far
         an incremental sync re-reads, to see late uploads, edits and deletions)."""
-        raw = self.setting(key)
-        return int(raw) if raw.isdigit() and int(raw) > 0 else default
+        return self.int_setting(key, default)
 
     def _zone(self, ctx: SyncContext) -> UserZone:
         """The user's zone from their settings (IANA `timeZone`, else the current `utcOffset`),

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
@@ -166,11 +166,10 @@ class HumanitySource(SourcePlugin):
     )
 
     # --- settings ---------------------------------------------------------------------------
-    def days(self, key: str, default: int) -> int:
-        raw = self.setting(key, str(default))
-        if not raw.isdigit():
-            raise ImproperlyConfigured(f"SOURCE_HUMANITY_{key} must be a whole number of days, got {raw!r}")
-        return int(raw)
+    integer_settings: ClassVar[dict[str, int]] = {"WINDOW_BACK_DAYS": 0, "WINDOW_AHEAD_DAYS": 0}
+
+    def check_settings(self) -> None:
+        allowed_patterns(self.setting("ALLOWED_INSTANCES"))  # raises on a bad pattern, naming the setting
 
     def instance(self, url: str) -> str:
         return checked_instance(url, allowed_patterns(self.setting("ALLOWED_INSTANCES")))
@@ -278,8 +277,8 @@ class HumanitySource(SourcePlugin):
         employee = str(credentials.get("employee_id") or ctx.external_user_id)
         names = self._names(ctx, credentials)
         today = ctx.now.astimezone(UTC).date()
-        back, ahead = self.days("WINDOW_BACK_DAYS", 30), self.days("WINDOW_AHEAD_DAYS", 60)
-        history = self.days("HISTORY_DAYS", self.history_days)
+        back, ahead = self.int_setting("WINDOW_BACK_DAYS", 30), self.int_setting("WINDOW_AHEAD_DAYS", 60)
+        history = self.int_setting("HISTORY_DAYS", self.history_days)
         # Shifts are planned ahead; a clock time exists only once someone clocked in.
         last = today + timedelta(days=(ahead if kind == "shifts" else 0) + 1)
         state = ctx.cursor.get(kind) or {}

@@ -21,11 +21,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
-from django.core.exceptions import ImproperlyConfigured
 
 from ..base import (
     Collection,
@@ -113,10 +112,7 @@ class StravaSource(OAuth2CodeSource):
     supports_pkce = False  # not documented by Strava
     client_auth = "body"
 
-    def check_settings(self) -> None:
-        raw = self.setting("DETAILS_PER_RUN").strip()
-        if raw and not raw.isdigit():
-            raise ImproperlyConfigured(f"SOURCE_STRAVA_DETAILS_PER_RUN must be a whole number (0 or more), got {raw!r}")
+    integer_settings: ClassVar[dict[str, int]] = {"DETAILS_PER_RUN": 0}
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -156,8 +152,7 @@ class StravaSource(OAuth2CodeSource):
         return min(self.int_setting("PER_PAGE", PER_PAGE), PER_PAGE)
 
     def details_per_run(self) -> int:
-        raw = self.setting("DETAILS_PER_RUN").strip()
-        return int(raw) if raw.isdigit() else DETAILS_PER_RUN
+        return self.int_setting("DETAILS_PER_RUN", DETAILS_PER_RUN)
 
     # --- fetch ---------------------------------------------------------------------------
     def collections(self, ctx: SyncContext) -> Sequence[Collection]:
