@@ -108,6 +108,17 @@ COMPONENTS: dict[str, Schema] = {
         {"validation": obj({"keys": array_of(STR)})},
     ),
     "Reading": obj({**RECORD_BASE, "timestamp": TIME, "tzOffset": TZ, "value": NUM, "unit": STR, **RECORD_END}),
+    "TemperatureReading": obj(
+        {**RECORD_BASE, "timestamp": TIME, "tzOffset": TZ, "unit": STR},
+        {
+            "value": {
+                **nullable(NUM),
+                "description": "The measured temperature, °C; null where only a deviation is known.",
+            },
+            "deviation": {**nullable(NUM), "description": "Difference from the person's own baseline, °C."},
+            **RECORD_END,
+        },
+    ),
     "BloodPressureReading": obj(
         {**RECORD_BASE, "timestamp": TIME, "tzOffset": TZ, "systolic": NUM, "diastolic": NUM, "unit": STR},
         {"value": NUM, **RECORD_END},
@@ -132,6 +143,9 @@ COMPONENTS: dict[str, Schema] = {
             "timeInBed": nullable(NUM),
             "efficiency": nullable(NUM),
             "numberOfWakeups": nullable(NUM),
+            "deepSleep": {**nullable(NUM), "description": "Minutes in deep sleep, where the source tells stages."},
+            "lightSleep": {**nullable(NUM), "description": "Minutes in light sleep."},
+            "remSleep": {**nullable(NUM), "description": "Minutes in REM sleep."},
         },
     ),
     "Location": obj({**RECORD_BASE, **PERIOD, **RECORD_END}, {"name": STR, "latitude": NUM, "longitude": NUM}),
@@ -173,6 +187,9 @@ COMPONENTS: dict[str, Schema] = {
             "timeInBed": nullable(INT),
             "efficiency": nullable(INT),
             "numberOfWakeups": nullable(INT),
+            "deepSleep": nullable(INT),
+            "lightSleep": nullable(INT),
+            "remSleep": nullable(INT),
             **SUMMARY_END,
         }
     ),
@@ -194,7 +211,7 @@ COMPONENTS: dict[str, Schema] = {
             "email": STR,
             **{
                 "".join(p if i == 0 else p.title() for i, p in enumerate(m.split("_"))): nullable(
-                    ref("BloodPressureReading" if m == "blood_pressure" else "Reading")
+                    ref(RECORD_TYPES[m].schema)
                 )
                 for m in MEASUREMENTS
             },

@@ -67,6 +67,9 @@ SUMMARIZED: dict[str, tuple[Measure, ...]] = {
         Measure("timeAwake", "sum", "timeAwake", 0),
         Measure("timeInBed", "sum", "timeInBed", 0),
         Measure("numberOfWakeups", "sum", "numberOfWakeups", 0),
+        Measure("deepSleep", "sum", "deepSleep", 0),
+        Measure("lightSleep", "sum", "lightSleep", 0),
+        Measure("remSleep", "sum", "remSleep", 0),
     ),
     "heart_rate": (
         Measure("min", "min", "", 0),

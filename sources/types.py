@@ -27,19 +27,50 @@ class RecordType:
     # The OpenAPI schema of one record, and of its daily summary where it has summaries.
     schema: str = "Reading"
     summary_schema: str = ""
+    # Readings: the unit every source's values are converted to.
+    unit: str = ""
 
 
 _TYPES = (
-    RecordType("heart_rate", "reading", "heart_rate", batch=("heart_rates",), summary_schema="HeartRateSummary"),
-    RecordType("blood_glucose", "reading", "blood_glucose", batch=("blood_glucoses",)),
-    RecordType("blood_oxygen", "reading", "blood_oxygen", batch=("blood_oxygens",)),
     RecordType(
-        "blood_pressure", "reading", "blood_pressure", batch=("blood_pressures",), schema="BloodPressureReading"
+        "heart_rate", "reading", "heart_rate", batch=("heart_rates",), summary_schema="HeartRateSummary", unit="bpm"
     ),
-    RecordType("bmi", "reading", "bmi", batch=("bmis",)),
-    RecordType("body_fat", "reading", "body_fat", batch=("body_fats",)),
-    RecordType("height", "reading", "height", batch=("heights",)),
-    RecordType("weight", "reading", "weight", batch=("weights",)),
+    RecordType("blood_glucose", "reading", "blood_glucose", batch=("blood_glucoses",), unit="mg/dL"),
+    RecordType("blood_oxygen", "reading", "blood_oxygen", batch=("blood_oxygens",), unit="%"),
+    RecordType(
+        "blood_pressure",
+        "reading",
+        "blood_pressure",
+        batch=("blood_pressures",),
+        schema="BloodPressureReading",
+        unit="mmHg",
+    ),
+    RecordType("bmi", "reading", "bmi", batch=("bmis",), unit="kg/m2"),
+    RecordType("body_fat", "reading", "body_fat", batch=("body_fats",), unit="%"),
+    RecordType("height", "reading", "height", batch=("heights",), unit="cm"),
+    RecordType("weight", "reading", "weight", batch=("weights",), unit="kg"),
+    # The heart's rate at rest, as the source determines it (once a day, or a night).
+    RecordType("resting_heart_rate", "reading", "resting_heart_rate", batch=("resting_heart_rates",), unit="bpm"),
+    # RMSSD, in milliseconds (a night's or a day's average as the source gives it).
+    RecordType(
+        "heart_rate_variability",
+        "reading",
+        "heart_rate_variability",
+        batch=("heart_rate_variabilities",),
+        unit="ms",
+    ),
+    RecordType("respiratory_rate", "reading", "respiratory_rate", batch=("respiratory_rates",), unit="breaths/min"),
+    # `value` the measured temperature where the source measures one (null otherwise), and
+    # `deviation` from the person's own baseline where the source gives it; both in °C.
+    RecordType(
+        "body_temperature",
+        "reading",
+        "body_temperature",
+        batch=("body_temperatures",),
+        schema="TemperatureReading",
+        unit="°C",
+    ),
+    RecordType("vo2_max", "reading", "vo2_max", batch=("vo2_maxes",), unit="mL/kg/min"),
     RecordType(
         "activities", "period", "activities", batch=("activities",), schema="Activity", summary_schema="ActivitySummary"
     ),
@@ -58,6 +89,8 @@ _TYPES = (
 )
 
 RECORD_TYPES: dict[str, RecordType] = {t.name: t for t in _TYPES}
+# Sleep stages, on every sleep whose source tells them: minutes in each (None where unknown).
+SLEEP_STAGES = ("deepSleep", "lightSleep", "remSleep", "timeAwake")
 MEASUREMENTS: tuple[str, ...] = tuple(t.name for t in _TYPES if t.kind == "reading")
 # URL path -> stored type
 PERIODIC: dict[str, str] = {t.route: t.name for t in _TYPES if t.kind == "period"}

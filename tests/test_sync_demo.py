@@ -73,3 +73,27 @@ def test_it_keeps_the_planners_statistics_fresh_after_a_large_sync(alice: Person
         believed = cursor.fetchone()[0]
     # The planner knows the table holds (at least) what this sync wrote, not that it is empty.
     assert believed >= Record.objects.count() * 0.9
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_serves_the_nights_measures_and_sleep_stages(alice: Persona, settings: Any) -> None:
+    from tests.data_api_helpers import access_client
+
+    settings.DEMO_HISTORY_DAYS = 2
+    connection_sync(connection_id=make_connection(alice.human).pk)
+    client = access_client(alice.human)
+    night = client.get("/v1/human/sleeps").json()[0]
+    assert night["deepSleep"] + night["lightSleep"] + night["remSleep"] == night["timeAsleep"]
+    for kind, unit in (
+        ("resting_heart_rate", "bpm"),
+        ("heart_rate_variability", "ms"),
+        ("respiratory_rate", "breaths/min"),
+        ("body_temperature", "°C"),
+        ("vo2_max", "mL/kg/min"),
+    ):
+        latest = client.get(f"/v1/human/{kind}").json()
+        assert latest["unit"] == unit and latest["timestamp"] == night["endTime"], kind
+    temperature = client.get("/v1/human/body_temperature").json()
+    assert abs(temperature["value"] - 36.4 - temperature["deviation"]) < 0.011
+    summary = client.get(f"/v1/human/sleeps/summary/{night['day']}").json()
+    assert summary["remSleep"] == night["remSleep"]

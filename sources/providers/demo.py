@@ -36,6 +36,11 @@ WELLNESS_TYPES = (
     "blood_oxygen",
     "meals",
     "locations",
+    "resting_heart_rate",
+    "heart_rate_variability",
+    "respiratory_rate",
+    "body_temperature",
+    "vo2_max",
 )
 
 
@@ -69,6 +74,7 @@ class DemoGenerator:
             "heart_rate": self.heart_rate(day, activities, sleep),
             "body": self.body(day),
             "vitals": self.vitals(day),
+            "night": self.night(day, sleep),
             "meals": self.meals(day),
             "places": self.places(day, activities),
         }
@@ -160,6 +166,26 @@ class DemoGenerator:
         if day.toordinal() % 3 == 0:
             vitals["bp"] = [round(118 + rng.gauss(0, 6)), round(77 + rng.gauss(0, 4))]
         return vitals
+
+    def night(self, day: date, sleep: dict[str, Any]) -> dict[str, Any]:
+        """What a ring or a watch reports of the night that ended on the morning of `day`: sleep
+        stages, resting heart rate, HRV, breathing, temperature, and the day's VO2 max estimate."""
+        rng = self.rng(day, "night")
+        asleep = sleep["minutes_in_bed"] - sleep["minutes_awake"]
+        deep = round(asleep * (0.15 + rng.random() * 0.08))
+        rem = round(asleep * (0.2 + rng.random() * 0.06))
+        deviation = round(rng.gauss(0, 0.25), 2)
+        night: dict[str, Any] = {
+            "measured_at": sleep["end"],
+            "stages_min": {"deep": deep, "light": asleep - deep - rem, "rem": rem, "awake": sleep["minutes_awake"]},
+            "resting_bpm": round(52 + rng.gauss(0, 2)),
+            "hrv_rmssd_ms": round(45 + rng.gauss(0, 8), 1),
+            "breaths_per_min": round(14.5 + rng.gauss(0, 0.6), 1),
+            "temperature_c": round(36.4 + deviation, 2),
+            "temperature_deviation_c": deviation,
+            "vo2_max": round(44 + 1.5 * math.sin(day.toordinal() / 60), 1),
+        }
+        return night
 
     def meals(self, day: date) -> list[dict[str, Any]]:
         rng = self.rng(day, "meals")
@@ -279,6 +305,9 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
                 "timeInBed": sleep["minutes_in_bed"],
                 "efficiency": round(100 * asleep / sleep["minutes_in_bed"]),
                 "numberOfWakeups": sleep["wakeups"],
+                "deepSleep": doc["night"]["stages_min"]["deep"],
+                "lightSleep": doc["night"]["stages_min"]["light"],
+                "remSleep": doc["night"]["stages_min"]["rem"],
             },
             source_data=sleep,
         )
@@ -311,6 +340,26 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
                 source_data=vitals,
             )
         )
+    night = doc["night"]
+    at = night["measured_at"]
+    records.append(_reading("resting_heart_rate", f"rhr-{day}", at, tz, night["resting_bpm"], "bpm", night))
+    records.append(_reading("heart_rate_variability", f"hrv-{day}", at, tz, night["hrv_rmssd_ms"], "ms", night))
+    records.append(
+        _reading("respiratory_rate", f"breathing-{day}", at, tz, night["breaths_per_min"], "breaths/min", night)
+    )
+    records.append(
+        _reading(
+            "body_temperature",
+            f"temp-{day}",
+            at,
+            tz,
+            night["temperature_c"],
+            "°C",
+            night,
+            deviation=night["temperature_deviation_c"],
+        )
+    )
+    records.append(_reading("vo2_max", f"vo2max-{day}", at, tz, night["vo2_max"], "mL/kg/min", night))
     for meal in doc["meals"]:
         records.append(
             Record(
@@ -339,7 +388,14 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
 
 
 def _reading(
-    kind: str, external_id: str, at: str, tz: int, value: float, unit: str, source: dict[str, Any] | None = None
+    kind: str,
+    external_id: str,
+    at: str,
+    tz: int,
+    value: float,
+    unit: str,
+    source: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Record:
     return Record(
         type=kind,
@@ -347,6 +403,6 @@ def _reading(
         start_time=_parse(at),
         tz_offset=tz,
         value=value,
-        fields={"value": value, "unit": unit},
+        fields={"value": value, "unit": unit, **extra},
         source_data=source if source is not None else {"timestamp": at, "value": value},
     )
