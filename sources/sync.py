@@ -69,6 +69,7 @@ class RunTotals:
     # type -> why its collection failed in this run
     failures: dict[str, str] = field(default_factory=dict)
     analyzed_at: int = 0  # `written` when this run last had the tables analyzed
+    fetched: set[str] = field(default_factory=set)  # types of the collections read to the end
 
     def of(self, kind: str) -> TypeCounts:
         return self.counts.setdefault(kind, TypeCounts())
@@ -254,7 +255,7 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
         if plugin is None:
             raise PermanentError(f"source {connection.source!r} is not installed")
         _fetch_and_store(connection, plugin, http, history, totals, run)
-        outcome, error = _judge(plugin, totals)
+        outcome, error = _judge(totals)
     except SyncCancelled as exc:
         outcome, error = SyncOutcome.CANCELLED, str(exc)
     except RefreshRefused as exc:
@@ -296,22 +297,17 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     return run
 
 
-def _judge(plugin: SourcePlugin, totals: RunTotals) -> tuple[SyncOutcome, str]:
+def _judge(totals: RunTotals) -> tuple[SyncOutcome, str]:
     """A finished run's outcome: succeeded; partial when items or types could not be read (a
-    type none of whose items could be read has failed); failed when no type could be read."""
+    type none of whose items could be read has failed); failed when no type could be read (every
+    collection failed, or read only unreadable items)."""
     for kind in totals.wholly_unreadable():
         totals.failed((kind,), "no item could be read")
     if not totals.failures and not totals.unreadable_by_type:
         return SyncOutcome.SUCCEEDED, ""
-    if totals.failures and set(totals.failures) >= set(plugin.data_types) - _unfetched(plugin, totals):
+    if not totals.fetched - set(totals.failures):
         return SyncOutcome.FAILED, totals.details()
     return SyncOutcome.PARTIAL, totals.details()
-
-
-def _unfetched(plugin: SourcePlugin, totals: RunTotals) -> set[str]:
-    """Declared types this run had nothing to say about (no item, no failure): they don't count
-    for or against a run whose every fetched type failed."""
-    return {k for k in plugin.data_types if k not in totals.failures and not totals.of(k).read}
 
 
 CANCELLED = "stopped: the connection was disconnected or reconnected while the sync ran"
@@ -339,6 +335,7 @@ def _fetch_and_store(
     for collection in plugin.collections(_context(connection, plugin, http, history, holder.value)):
         try:
             _fetch_collection(connection, plugin, http, history, totals, run, collection, holder)
+            totals.fetched.update(collection.types)
         except TokenEndpointUnavailable:
             raise
         except (PermanentError, TransientError) as exc:

@@ -265,3 +265,13 @@ def test_it_waits_as_a_whole_when_the_token_endpoint_fails_during_a_refresh(alic
     assert stored(connection, "shifts") == []  # nothing went on without a token
     connection.refresh_from_db()
     assert connection.status == "active"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_calls_a_run_partial_when_the_parts_that_worked_had_nothing_new(alice: Persona) -> None:
+    connection = make_connection(alice.human, slug=SLUG)
+    provider["shifts"] = []  # read fine, nothing there
+    provider["weights"] = PermanentError("weights answered 404")
+    run = sync(connection)
+    assert run.outcome == SyncOutcome.PARTIAL and run.failures == {"weight": "weights answered 404"}
+    assert status_of(alice)["status"] == "partial"
