@@ -76,6 +76,8 @@ def seed(withings: WithingsEmulator, now: datetime) -> dict[str, Any]:
         "weight": withings.add_measures(day + timedelta(hours=6), {1: (75232, -3), 6: (182, -1)}),
         "bp": withings.add_measures(day + timedelta(hours=7), {9: (80, 0), 10: (122, 0), 11: (64, 0)}),
         "spo2": withings.add_measures(day + timedelta(hours=8), {54: (97, 0)}),
+        "thermo": withings.add_measures(day + timedelta(hours=9), {71: (37150, -3)}),
+        "vo2": withings.add_measures(day + timedelta(hours=10), {123: (423, -1)}),
         "run": withings.add_workout(day + timedelta(hours=17), 32),
         "sleep": withings.add_sleep(
             day - timedelta(hours=1), day + timedelta(hours=6, minutes=30), asleep_s=24600, awake_s=2400
@@ -102,10 +104,16 @@ EVERY_TYPE = Counter(
     blood_pressure=1,
     heart_rate=1,
     blood_oxygen=1,
+    body_temperature=2,  # the thermometer's, and the night's core temperature
+    vo2_max=1,
     activities=1,
     sleeps=1,
+    respiratory_rate=1,
+    heart_rate_variability=2,  # the night's start and end averages
     activity_summaries=1,
 )
+# What the sleep summaries give.
+NIGHT = Counter(sleeps=1, respiratory_rate=1, heart_rate_variability=2, body_temperature=1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -160,6 +168,9 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
     assert records["blood_pressure"].data == {"systolic": 122, "diastolic": 80, "unit": "mmHg"}
     assert records["heart_rate"].data == {"value": 64, "unit": "bpm"}
     assert records["blood_oxygen"].data == {"value": 97.0, "unit": "%"}
+    thermo = Record.objects.get(connection=connection, type="body_temperature", external_id=str(ids["thermo"]))
+    assert thermo.data == {"value": 37.15, "unit": "°C", "deviation": None}
+    assert records["vo2_max"].data == {"value": 42.3, "unit": "mL/kg/min"}
     assert records["activities"].data == {
         "type": "running",
         "duration": 32 * 60 - 120,
@@ -179,7 +190,24 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
         "timeInBed": 450,
         "efficiency": 91,
         "numberOfWakeups": 3,
+        "deepSleep": 102,  # 24600 // 4 s
+        "lightSleep": 205,  # 24600 // 2 s
+        "remSleep": 102,  # the rest, 6150 s
     }
+    night = Record.objects.get(connection=connection, type="body_temperature", external_id=f"sleep-{ids['sleep']}")
+    assert night.data == {
+        "value": 36.62,
+        "unit": "°C",
+        "deviation": None,
+        "min": 36.21,
+        "max": 36.94,
+        "status": "usual",
+    }
+    assert night.start_time == sleep.end_time and night.local_day == wake_day
+    assert records["respiratory_rate"].data == {"value": 14.0, "unit": "breaths/min", "min": 11.0, "max": 19.0}
+    hrv = {r.data["period"]: r for r in Record.objects.filter(connection=connection, type="heart_rate_variability")}
+    assert (hrv["sleepStart"].value, hrv["sleepStart"].start_time) == (38.5, sleep.start_time)
+    assert (hrv["sleepEnd"].value, hrv["sleepEnd"].start_time) == (51.2, sleep.end_time)
     totals = records["activity_summaries"]
     assert totals.external_id == ids["totals"] and totals.local_day.isoformat() == ids["totals"]
     assert totals.data == {
@@ -231,14 +259,14 @@ def test_it_keeps_one_copy_after_repeated_and_partly_failed_syncs(alice: Persona
 
     # The sleep collection failed alone; the others were stored.
     assert run is not None and run.outcome == SyncOutcome.PARTIAL
-    assert set(run.failures) == {"sleeps"} and "500" in run.failures["sleeps"]
+    assert set(run.failures) == set(NIGHT) and "500" in run.failures["sleeps"]
     partial = stored(connection)
     assert partial["weight"] == 8 and partial["activities"] == 8 and partial["activity_summaries"] == 8
-    assert partial["sleeps"] == 0
+    assert partial["sleeps"] == 0 and partial["body_temperature"] == 1  # the thermometer's
     withings.faults.clear()
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED
     complete = stored(connection)
-    assert complete == partial + Counter(sleeps=1)
+    assert complete == partial + NIGHT
 
     repeat = sync(connection)
     assert stored(connection) == complete
@@ -365,9 +393,9 @@ def test_a_scope_the_user_did_not_grant_fails_its_collection_alone(alice: Person
     run = sync(connection)
 
     assert run.outcome == SyncOutcome.PARTIAL
-    assert set(run.failures) == {"sleeps"} and "status 403" in run.failures["sleeps"]
+    assert set(run.failures) == set(NIGHT) and "status 403" in run.failures["sleeps"]
     assert "Insufficient_scope" in run.failures["sleeps"]
-    assert stored(connection) == EVERY_TYPE - Counter(sleeps=1)
+    assert stored(connection) == EVERY_TYPE - NIGHT
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
 
 
@@ -404,6 +432,10 @@ def test_it_counts_malformed_rows_as_unreadable_and_keeps_the_rest(alice: Person
     assert {k: c["unreadable"] for k, c in run.counts.items() if c["unreadable"]} == {
         "weight": 1,
         "sleeps": 1,
+        # The broken night's own readings can't be placed either.
+        "respiratory_rate": 1,
+        "heart_rate_variability": 2,
+        "body_temperature": 1,
         "activity_summaries": 1,
     }
     assert "measures[].value is not a number" in run.unreadable["weight"][0]
@@ -439,7 +471,7 @@ def test_it_waits_out_status_601_and_keeps_what_it_fetched(alice: Persona, withi
         connection_sync(connection_id=connection.pk, http=ProviderHttp(sleep=lambda _: None))
 
     # A rate limit stops the run (it is the app's budget): what came before sleep is stored.
-    assert stored(connection) == EVERY_TYPE - Counter(sleeps=1, activity_summaries=1)
+    assert stored(connection) == EVERY_TYPE - NIGHT - Counter(activity_summaries=1)
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
     withings.faults.clear()
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE

@@ -462,6 +462,9 @@ def test_sleeps_are_filed_under_withings_date_with_seconds_turned_to_minutes(
         "timeInBed": 362,  # 21720 s
         "efficiency": 86,  # 0.86
         "numberOfWakeups": 1,
+        "deepSleep": 97,  # 5820 s
+        "lightSleep": 174,  # 10440 s
+        "remSleep": 40,  # 2400 s
     }
     assert one(connection, "sleeps", 2081804265).data == {
         "day": "2021-04-17",
@@ -471,14 +474,21 @@ def test_sleeps_are_filed_under_withings_date_with_seconds_turned_to_minutes(
         "timeInBed": 532,  # 31920 s
         "efficiency": 86,
         "numberOfWakeups": 4,
+        "deepSleep": 90,  # 5400 s
+        "lightSleep": 298,  # 17880 s
+        "remSleep": 69,  # 4140 s
     }
     # No zone given: offset 0; ends 2021-04-20 23:30 UTC, yet Withings files it under the 21st.
     external = one(connection, "sleeps", 555000111)
     assert (external.tz_offset, external.local_day, external.data["day"]) == (0, date(2021, 4, 21), "2021-04-21")
     assert (external.data["timeAsleep"], external.data["timeInBed"]) == (510, 570)  # asleepduration 30600 s
+    # Its stages are null: unknown, not zero minutes.
+    assert (external.data["deepSleep"], external.data["lightSleep"], external.data["remSleep"]) == (None, None, None)
     assert [s["day"] for s in served(alice.human, "sleeps/daily/2021-04-21")] == ["2021-04-21"]
     summary = served(alice.human, "sleeps/summary/2021-04-18")
     assert (summary["timeAsleep"], summary["timeInBed"], summary["source"]) == (311, 362, "withings")
+    [listed] = served(alice.human, "sleeps/daily/2021-04-18")
+    assert (listed["deepSleep"], listed["lightSleep"], listed["remSleep"], listed["timeAwake"]) == (97, 174, 40, 51)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,10 +14,13 @@ Four collections, each fetched (and failing) on its own:
 - `workouts` (`/v2/measure getworkouts`), `sleep` (`/v2/sleep getsummary`) and `activity`
   (`/v2/measure getactivity`, the daily totals): by local day on the first sync, then by
   `lastupdate`. Each call's pages are gathered into one page whose cursor moves only once all
-  of them were read, so an interrupted sync repeats, never skips.
+  of them were read, so an interrupted sync repeats, never skips. A night's summary also gives
+  its own readings: average respiratory rate, RMSSD averages at the start and the end of the
+  night, and the average core body temperature.
 
 Units stored: weight kg, height cm, fat %, blood pressure mmHg, heart rate bpm, SpO2 %, BMI
-kg/m2 (from weight and the latest height), distance m, durations s (sleeps: minutes). Offsets
+kg/m2 (from weight and the latest height), body temperature °C, VO2 max mL/kg/min, respiratory
+rate breaths/min, RMSSD ms, distance m, durations s (sleeps and their stages: minutes). Offsets
 come from the IANA `timezone` Withings gives with each row (measure groups: the group's own,
 else the answer's), at the row's instant.
 """
@@ -48,6 +51,7 @@ from ..base import (
 )
 from ..http import ProviderHttp, decode_json
 from ..oauth import OAuth2CodeSource
+from ..types import RECORD_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,11 @@ ERROR_OCCURRED_RANGES = (
 
 # --- measure types (getmeas `meastype`); the real value is value * 10^unit ------------------------
 WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2 = 1, 4, 6, 9, 10, 11, 54
-MEASTYPES = (WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2)
+# 71 "Body Temperature (celsius)" (a thermometer's reading); 123 VO2 max, "ml/min/kg". Not read:
+# 12 "Temperature" (the reference says no more; not shown to be a body's), 73 "Skin Temperature"
+# (the skin's surface, some degrees below the body's: not a body temperature).
+BODY_TEMPERATURE, VO2_MAX = 71, 123
+MEASTYPES = (WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2, BODY_TEMPERATURE, VO2_MAX)
 RECORD_OF_MEASTYPE: dict[object, str] = {
     WEIGHT: "weight",
     HEIGHT: "height",
@@ -81,8 +89,22 @@ RECORD_OF_MEASTYPE: dict[object, str] = {
     SYSTOLIC: "blood_pressure",
     PULSE: "heart_rate",
     SPO2: "blood_oxygen",
+    BODY_TEMPERATURE: "body_temperature",
+    VO2_MAX: "vo2_max",
 }
-MEASURE_RECORDS = ("weight", "height", "bmi", "body_fat", "blood_pressure", "heart_rate", "blood_oxygen")
+MEASURE_RECORDS = (
+    "weight",
+    "height",
+    "bmi",
+    "body_fat",
+    "blood_pressure",
+    "heart_rate",
+    "blood_oxygen",
+    "body_temperature",
+    "vo2_max",
+)
+# Readings of a night, from its sleep summary (body temperature also comes from getmeas).
+NIGHTLY_RECORDS = ("respiratory_rate", "heart_rate_variability", "body_temperature")
 REAL_MEASURES, USER_GOALS = 1, 2  # getmeas `category`
 
 # Workout `category` codes (workout_object) -> activity type, in the words other sources use.
@@ -113,7 +135,10 @@ WORKOUT_FIELDS = (
 )
 SLEEP_FIELDS = (
     "total_timeinbed,total_sleep_time,asleepduration,lightsleepduration,deepsleepduration,remsleepduration,"
-    "wakeupduration,wakeupcount,sleep_efficiency,sleep_latency,wakeup_latency,waso,hr_average,sleep_score"
+    "wakeupduration,wakeupcount,sleep_efficiency,sleep_latency,wakeup_latency,waso,hr_average,sleep_score,"
+    "rr_average,rr_min,rr_max,chest_movement_rate_wellness_average,chest_movement_rate_wellness_min,"
+    "chest_movement_rate_wellness_max,rmssd_start_avg,rmssd_end_avg,"
+    "core_body_temperature_avg,core_body_temperature_min,core_body_temperature_max,core_body_temperature_status"
 )
 ACTIVITY_FIELDS = "steps,distance,elevation,soft,moderate,intense,active,calories,totalcalories,hr_average"
 
@@ -143,7 +168,14 @@ SERIES = {
 class WithingsSource(OAuth2CodeSource):
     slug = "withings"
     name = "Withings"
-    data_types = (*MEASURE_RECORDS, "activities", "sleeps", "activity_summaries")
+    data_types = (
+        *MEASURE_RECORDS,
+        "activities",
+        "sleeps",
+        "respiratory_rate",
+        "heart_rate_variability",
+        "activity_summaries",
+    )
     history_days = 365
     sync_interval = 3600
     default_authorize_url = "https://account.withings.com/oauth2_user/authorize2"
@@ -178,7 +210,7 @@ class WithingsSource(OAuth2CodeSource):
         return (
             Collection("measures", MEASURE_RECORDS),
             Collection("workouts", ("activities",)),
-            Collection("sleep", ("sleeps",)),
+            Collection("sleep", ("sleeps", *NIGHTLY_RECORDS)),
             Collection("activity", ("activity_summaries",)),
         )
 
@@ -229,8 +261,10 @@ class WithingsSource(OAuth2CodeSource):
             if isinstance(payload.get("timezone"), str):
                 cursor["timezone"] = payload["timezone"]  # the user's current zone, for rows without one
             # One complete window for every measure type. Without a known height no BMI can be
-            # computed, so none may be taken as deleted.
-            others = [k for k in MEASURE_RECORDS if k != "weight" and (k != "bmi" or height)]
+            # computed, so none may be taken as deleted. Body temperatures are left out: the
+            # nights' core temperatures (from getsummary) share the type, and this answer
+            # doesn't hold them.
+            others = [k for k in MEASURE_RECORDS if k not in ("weight", "body_temperature") and (k != "bmi" or height)]
             yield RawPage(
                 type="measures",
                 payload=payload,
@@ -498,8 +532,8 @@ def _group_records(page: RawPage, group: dict[str, Any], default_zone: Any, heig
         if k in group
     }
 
-    def reading(kind: str, value: float, unit: str) -> Record:
-        fields = {"value": value, "unit": unit}
+    def reading(kind: str, value: float, unit: str, **extra: Any) -> Record:
+        fields = {"value": value, "unit": unit, **extra}
         return Record(kind, grpid, at, tz, value=value, fields=fields, source_data=source)
 
     records = []
@@ -515,6 +549,11 @@ def _group_records(page: RawPage, group: dict[str, Any], default_zone: Any, heig
         records.append(reading("blood_oxygen", round(values[SPO2], 1), "%"))
     if PULSE in values:
         records.append(reading("heart_rate", round(values[PULSE]), "bpm"))
+    if BODY_TEMPERATURE in values:
+        # A measured temperature; Withings gives no baseline, so no deviation from it.
+        records.append(reading("body_temperature", round(values[BODY_TEMPERATURE], 2), "°C", deviation=None))
+    if VO2_MAX in values:
+        records.append(reading("vo2_max", round(values[VO2_MAX], 1), "mL/kg/min"))  # ml/min/kg, the same
     if SYSTOLIC in values and DIASTOLIC in values:
         systolic, diastolic = round(values[SYSTOLIC]), round(values[DIASTOLIC])
         fields = {"systolic": systolic, "diastolic": diastolic, "unit": "mmHg"}
@@ -605,7 +644,20 @@ def _minutes(seconds: float | None) -> int | None:
 
 
 def _normalize_sleeps(page: RawPage, ctx: SyncContext) -> list[Record]:
-    records = _normalize_rows(page, ctx, "series", "sleeps", _sleep)
+    records: list[Record] = []
+    readings: list[Record] = []
+    for row in page.payload["series"]:
+        try:
+            if not isinstance(row, dict):
+                raise Malformed("a row is not an object")
+            sleep = _sleep(row, ctx)
+        except Malformed as exc:
+            # The night's own readings can't be placed either: each one it holds is unreadable too.
+            for kind in ("sleeps", *_nightly_kinds(row)):
+                _skip(page, ctx, kind, str(exc))
+            continue
+        records.append(sleep)
+        readings.extend(_nightly_readings(page, ctx, row, sleep))
     # Withings flags no nap: of the sessions it files under one day, the longest is the main one.
     longest: dict[date | None, Record] = {}
     for record in records:
@@ -613,7 +665,7 @@ def _normalize_sleeps(page: RawPage, ctx: SyncContext) -> list[Record]:
         if best is None or _length(record) > _length(best):
             longest[record.day] = record
     main = {id(r) for r in longest.values()}
-    return [replace(r, fields={**r.fields, "mainSleep": id(r) in main}) for r in records]
+    return [replace(r, fields={**r.fields, "mainSleep": id(r) in main}) for r in records] + readings
 
 
 def _length(record: Record) -> float:
@@ -645,6 +697,10 @@ def _sleep(row: dict[str, Any], ctx: SyncContext) -> Record:
         "timeInBed": _minutes(in_bed if in_bed is not None else (period.end - period.start).total_seconds()),
         "efficiency": efficiency,
         "numberOfWakeups": round(wakeups) if wakeups is not None else None,
+        # Seconds in each stage; null for a night from an external source (it has none).
+        "deepSleep": _minutes(_number(data, "deepsleepduration")),
+        "lightSleep": _minutes(_number(data, "lightsleepduration")),
+        "remSleep": _minutes(_number(data, "remsleepduration")),
     }
     return Record(
         type="sleeps",
@@ -656,6 +712,103 @@ def _sleep(row: dict[str, Any], ctx: SyncContext) -> Record:
         source_data=row,
         day=day,
     )
+
+
+# A night's readings: (record type, the summary's data fields one reading is read from).
+NIGHTLY_ITEMS = (
+    ("respiratory_rate", ("rr_average", "chest_movement_rate_wellness_average")),
+    ("heart_rate_variability", ("rmssd_start_avg",)),
+    ("heart_rate_variability", ("rmssd_end_avg",)),
+    ("body_temperature", ("core_body_temperature_avg",)),
+)
+SOURCE_KEYS = ("id", "startdate", "enddate", "date", "timezone", "model", "model_id", "modified")
+
+
+def _nightly_kinds(row: Any) -> list[str]:
+    """The type of each nightly reading a sleep row holds a value for (for counting it unreadable)."""
+    data = row.get("data") if isinstance(row, dict) else None
+    if not isinstance(data, dict):
+        return []
+    return [kind for kind, names in NIGHTLY_ITEMS if any(data.get(n) is not None for n in names)]
+
+
+def _nightly_readings(page: RawPage, ctx: SyncContext, row: dict[str, Any], sleep: Record) -> list[Record]:
+    """A night's respiratory rate, HRV and core body temperature, from its summary; each is
+    filed under the night's day (Withings' `date`) and timestamped at the end of the night,
+    except the HRV averaged over its start, which is timestamped at its start. One unreadable
+    field costs only its reading."""
+    data = row.get("data") or {}
+    zone = _zone(row.get("timezone"))  # already read once for the sleep
+    start, end = sleep.start_time, sleep.end_time or sleep.start_time
+    meta = {k: row[k] for k in SOURCE_KEYS if k in row}
+    readings: list[Record] = []
+
+    def reading(kind: str, suffix: str, at: datetime, value: float, names: tuple[str, ...], **extra: Any) -> None:
+        fields = {"value": value, "unit": RECORD_TYPES[kind].unit, **extra}
+        source = {**meta, "data": {n: data[n] for n in names if n in data}}
+        readings.append(
+            Record(
+                type=kind,
+                external_id=f"sleep-{sleep.external_id}{suffix}",  # apart from getmeas' grpids
+                start_time=at,
+                tz_offset=_offset(zone, at),
+                value=value,
+                fields=fields,
+                source_data=source,
+                day=sleep.day,
+            )
+        )
+
+    try:
+        # `rr_*`, else the same measure under its other documented name,
+        # `chest_movement_rate_wellness_*` ("respiration rate (breaths per minute)").
+        for prefix in ("rr_", "chest_movement_rate_wellness_"):
+            names = (f"{prefix}average", f"{prefix}min", f"{prefix}max")
+            rate = _measured(data, names[0])
+            if rate is not None:
+                low, high = _measured(data, names[1]), _measured(data, names[2])
+                reading("respiratory_rate", "", end, rate, names, min=low, max=high)
+                break
+    except Malformed as exc:
+        _skip(page, ctx, "respiratory_rate", f"sleep {sleep.external_id}: {exc}")
+    for name, suffix, at, part in (
+        ("rmssd_start_avg", "-start", start, "sleepStart"),
+        ("rmssd_end_avg", "-end", end, "sleepEnd"),
+    ):
+        try:
+            rmssd = _measured(data, name)
+            if rmssd is not None:
+                reading("heart_rate_variability", suffix, at, round(rmssd, 1), (name,), period=part)
+        except Malformed as exc:
+            _skip(page, ctx, "heart_rate_variability", f"sleep {sleep.external_id}: {exc}")
+    try:
+        names = ("core_body_temperature_avg", "core_body_temperature_min", "core_body_temperature_max")
+        average = _measured(data, names[0])
+        if average is not None:
+            status = data.get("core_body_temperature_status")
+            reading(
+                "body_temperature",
+                "",
+                end,
+                round(average, 2),
+                (*names, "core_body_temperature_status"),
+                deviation=None,  # Withings gives a status against the usual ('elevated'), no number
+                min=_measured(data, names[1]),
+                max=_measured(data, names[2]),
+                status=status if isinstance(status, str) else None,
+            )
+    except Malformed as exc:
+        _skip(page, ctx, "body_temperature", f"sleep {sleep.external_id}: {exc}")
+    return readings
+
+
+def _measured(data: dict[str, Any], name: str) -> float | None:
+    """A vital sign of the night: absent, null or 0 is no measurement (no one breathes 0 times
+    a minute; Withings sends 0 where it has no heart rate, as public clients read it)."""
+    value = _number(data, name)
+    if value is not None and value < 0:
+        raise Malformed(f"{name} is negative")
+    return value or None
 
 
 def _activity_summary(row: dict[str, Any], ctx: SyncContext) -> Record:

@@ -14,7 +14,9 @@ Data: RPC calls by POST form (or GET query), Bearer auth:
 - `/measure getmeas`: `meastype` or `meastypes`, `category`, `startdate`/`enddate` (epoch,
   inclusive) or `lastupdate`, `offset`; body `updatetime`, `timezone`, `measuregrps` (newest
   first), `more` (0/1), `offset`. Groups keep `value`/`unit` encoding.
-- `/v2/measure getactivity`, `/v2/measure getworkouts`, `/v2/sleep getsummary`: `startdateymd` +
+- `/v2/measure getactivity`, `/v2/measure getworkouts`, `/v2/sleep getsummary` (whose nights
+  carry their vitals: `rr_average`, `rmssd_start_avg`/`rmssd_end_avg`, `core_body_temperature_*`,
+  each only when asked for in `data_fields`): `startdateymd` +
   `enddateymd` (inclusive, on the row's `date`) or `lastupdate`, never both (observed: both
   together answer nothing); `data_fields` (only the fields asked for are sent); body `activities`
   or `series`, `more` (boolean), `offset`.
@@ -271,7 +273,11 @@ class WithingsEmulator:
             }
         )
 
-    def add_sleep(self, start: datetime, end: datetime, *, asleep_s: int, awake_s: int, wakeups: int = 3) -> int:
+    def add_sleep(
+        self, start: datetime, end: datetime, *, asleep_s: int, awake_s: int, wakeups: int = 3, **values: Any
+    ) -> int:
+        """A night on a Sleep Analyzer, with the summary's vitals (`rr_*` breaths/min,
+        `rmssd_*` ms, `core_body_temperature_*` °C); `values` override or add data fields."""
         in_bed = int((end - start).total_seconds())
         data = {
             "total_timeinbed": in_bed,
@@ -284,6 +290,19 @@ class WithingsEmulator:
             "deepsleepduration": asleep_s // 4,
             "remsleepduration": asleep_s - asleep_s // 2 - asleep_s // 4,
             "sleep_score": 81,
+            "hr_average": 58,
+            "hr_min": 49,
+            "hr_max": 77,
+            "rr_average": 14,
+            "rr_min": 11,
+            "rr_max": 19,
+            "rmssd_start_avg": 38.5,
+            "rmssd_end_avg": 51.2,
+            "core_body_temperature_avg": 36.62,
+            "core_body_temperature_min": 36.21,
+            "core_body_temperature_max": 36.94,
+            "core_body_temperature_status": "usual",
+            **values,
         }
         row_id = self._id()
         now = int(time.time())
