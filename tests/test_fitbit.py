@@ -85,8 +85,23 @@ def seed(google: GoogleHealthEmulator, now: datetime) -> dict[str, str]:
         ),
         "glucose": google.add_sample("blood-glucose", day + timedelta(hours=7), 92.0),
         "run": google.add_exercise(day + timedelta(hours=17), 31, distance_m=5012.4, steps=6100, kcal=330.0),
-        "sleep": google.add_sleep(day - timedelta(hours=1), day + timedelta(hours=6), asleep=380, awake=40),
+        "sleep": google.add_sleep(
+            day - timedelta(hours=1),
+            day + timedelta(hours=6),
+            asleep=380,
+            awake=40,
+            stages={"LIGHT": 230, "DEEP": 80, "REM": 70},
+        ),
     }
+    google.add_daily("daily-resting-heart-rate", day.date(), {"beatsPerMinute": "57"})
+    google.add_daily("daily-heart-rate-variability", day.date(), {"averageHeartRateVariabilityMilliseconds": 41.5})
+    google.add_daily("daily-respiratory-rate", day.date(), {"breathsPerMinute": 14.2})
+    google.add_daily(
+        "daily-sleep-temperature-derivations",
+        day.date(),
+        {"nightlyTemperatureCelsius": 33.1, "baselineTemperatureCelsius": 33.4},
+    )
+    google.add_daily("daily-vo2-max", day.date(), {"vo2Max": 41.2})
     for minute in range(0, 50, 10):
         google.add_sample("heart-rate", day + timedelta(hours=12, minutes=minute), 60 + minute)
     google.set_rollup("steps", day.date(), {"countSum": "9525"})
@@ -167,6 +182,11 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, goo
         activities=1,
         sleeps=1,
         activity_summaries=1,
+        resting_heart_rate=1,
+        heart_rate_variability=1,
+        respiratory_rate=1,
+        body_temperature=1,
+        vo2_max=1,
     )
     records = {r.type: r for r in Record.objects.filter(connection=connection)}
     assert records["weight"].data == {"value": 72.5, "unit": "kg"} and records["weight"].tz_offset == 60
@@ -192,7 +212,16 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, goo
         "timeInBed": 420,
         "efficiency": 90,
         "numberOfWakeups": 2,
+        "deepSleep": 80,
+        "lightSleep": 230,
+        "remSleep": 70,
     }
+    assert records["resting_heart_rate"].data == {"value": 57, "unit": "bpm"}
+    assert records["heart_rate_variability"].data == {"value": 41.5, "unit": "ms"}
+    assert records["respiratory_rate"].data == {"value": 14.2, "unit": "breaths/min"}
+    assert records["body_temperature"].data == {"value": None, "unit": "°C", "deviation": -0.3}
+    assert records["vo2_max"].data == {"value": 41.2, "unit": "mL/kg/min"}
+    assert google.calls["settings"] == 1  # read once a run, for every dated collection
     assert sorted(r.data["value"] for r in Record.objects.filter(type="heart_rate")) == [60, 70, 80, 90, 100]
 
     google.add_sample("weight", now - timedelta(hours=2), 72100.0)

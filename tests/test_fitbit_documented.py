@@ -121,6 +121,9 @@ def test_the_documented_sleep_belongs_to_the_morning_it_ends(
         "timeInBed": 464,  # no minutesInSleepPeriod in the example: the interval
         "efficiency": 88,  # 100 * 407 / 464 = 87.7
         "numberOfWakeups": None,  # the (trimmed) stages summary has no AWAKE entry
+        "deepSleep": 114,  # its one stage entry, DEEP 114 min
+        "lightSleep": None,  # not listed in the trimmed example: unknown, not zero
+        "remSleep": None,
     }
     [item] = served(alice, "sleeps/daily/2026-03-04")
     assert (item["day"], item["timeAsleep"], item["startTime"]) == ("2026-03-04", 407, "2026-03-03T20:57:30.000Z")
@@ -156,6 +159,9 @@ def test_an_observed_sleep_is_read_once_whatever_the_reconciled_shape(
         "timeInBed": 254,
         "efficiency": 98,  # 100 * 248 / 254 = 97.6
         "numberOfWakeups": 1,  # one AWAKE segment, even when the summary lists it twice
+        "deepSleep": 48,  # stagesSummary DEEP, LIGHT, REM minutes (first entry of each)
+        "lightSleep": 146,
+        "remSleep": 54,
     }
 
 
@@ -477,6 +483,7 @@ def test_an_unreadable_day_is_counted_and_the_others_are_kept(alice: Persona, go
 
 def test_a_refused_collection_leaves_the_others_to_sync(alice: Persona, google: GoogleHealthEmulator) -> None:
     google.granted_scopes = [METRICS_SCOPE, SLEEP_SCOPE]
+    google.vo2_max_scope = "metrics"  # VO2 max, asked under either scope, is granted here
     google.add_point("sleep", DOCS_SLEEP)
     at = datetime(2026, 9, 25, 22, 14, tzinfo=UTC)
     google.add_sample("weight", at, 72500.0)

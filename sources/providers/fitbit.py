@@ -8,6 +8,9 @@ leaves the others to sync:
 - point types are read with `dataPoints:reconcile`, the one merged stream the Fitbit app shows
   (a session recorded by the watch and by a phone app is served once), newest first, paged with
   `pageToken`, filtered by time with an AIP-160 filter whose member depends on the record kind;
+- daily types (a night's SpO2, resting heart rate, HRV, breathing rate, skin temperature, the
+  day's VO2 max) are dated, not timed: filtered by `<type>.date`, filed under that date and
+  placed at its local midnight in the user's zone;
 - daily totals (steps, distance, calories, active minutes) come from `dataPoints:dailyRollUp`,
   Google's own per-civil-day aggregates, as `activity_summaries`.
 
@@ -18,9 +21,10 @@ heart-rate samples have no ids and come in large numbers, so each API page is st
 A collection's cursor moves only when a slice is complete, and each incremental sync re-reads a
 week back (configurable), since points are edited and uploaded late.
 
-Units stored: weight kg, height cm, body fat and SpO2 %, glucose mg/dL, heart rate bpm, distance
-m, durations s (sleep: minutes), energy kcal. BMI is derived from weight and the latest height.
-Sleep efficiency is derived (asleep / in bed), since the Health API no longer provides one.
+Units stored: weight kg, height cm, body fat and SpO2 %, glucose mg/dL, heart rate bpm, HRV ms
+(RMSSD), breathing rate breaths/min, temperature °C, VO2 max mL/kg/min, distance m, durations s
+(sleep: minutes), energy kcal. BMI is derived from weight and the latest height. Sleep
+efficiency is derived (asleep / in bed), since the Health API no longer provides one.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class Stream:
     data_type: str  # kebab-case id used in URLs
     key: str  # camelCase payload key
     kind: str  # "sample" | "session" | "sleep" | "daily"
-    scope: str
+    scopes: tuple[str, ...]  # any one of them grants the type
     record_type: str
     slice_days: int
     page_size: int
@@ -95,14 +99,37 @@ class Stream:
 
 # Height before weight: BMI needs the latest height.
 STREAMS = (
-    Stream("height", "height", "sample", METRICS, "height", 90, 10000),
-    Stream("weight", "weight", "sample", METRICS, "weight", 90, 10000, also=("bmi",)),
-    Stream("body-fat", "bodyFat", "sample", METRICS, "body_fat", 90, 10000),
-    Stream("daily-oxygen-saturation", "dailyOxygenSaturation", "daily", METRICS, "blood_oxygen", 90, 10000),
-    Stream("blood-glucose", "bloodGlucose", "sample", METRICS, "blood_glucose", 90, 10000),
-    Stream("heart-rate", "heartRate", "sample", METRICS, "heart_rate", 7, 10000, windowed=False),
-    Stream("exercise", "exercise", "session", ACTIVITY, "activities", 30, 25),
-    Stream("sleep", "sleep", "sleep", SLEEP, "sleeps", 30, 25),
+    Stream("height", "height", "sample", (METRICS,), "height", 90, 10000),
+    Stream("weight", "weight", "sample", (METRICS,), "weight", 90, 10000, also=("bmi",)),
+    Stream("body-fat", "bodyFat", "sample", (METRICS,), "body_fat", 90, 10000),
+    Stream("daily-oxygen-saturation", "dailyOxygenSaturation", "daily", (METRICS,), "blood_oxygen", 90, 10000),
+    Stream("blood-glucose", "bloodGlucose", "sample", (METRICS,), "blood_glucose", 90, 10000),
+    Stream("heart-rate", "heartRate", "sample", (METRICS,), "heart_rate", 7, 10000, windowed=False),
+    Stream("exercise", "exercise", "session", (ACTIVITY,), "activities", 30, 25),
+    Stream("sleep", "sleep", "sleep", (SLEEP,), "sleeps", 30, 25),
+    Stream("daily-resting-heart-rate", "dailyRestingHeartRate", "daily", (METRICS,), "resting_heart_rate", 90, 10000),
+    Stream(
+        "daily-heart-rate-variability",
+        "dailyHeartRateVariability",
+        "daily",
+        (METRICS,),
+        "heart_rate_variability",
+        90,
+        10000,
+    ),
+    Stream("daily-respiratory-rate", "dailyRespiratoryRate", "daily", (METRICS,), "respiratory_rate", 90, 10000),
+    Stream(
+        "daily-sleep-temperature-derivations",
+        "dailySleepTemperatureDerivations",
+        "daily",
+        (METRICS,),
+        "body_temperature",
+        90,
+        10000,
+    ),
+    # Public sources disagree on its scope (docs/providers/fitbit.md): either is enough to ask;
+    # a refusal (403) fails this collection alone.
+    Stream("daily-vo2-max", "dailyVo2Max", "daily", (ACTIVITY, METRICS), "vo2_max", 90, 10000),
 )
 STREAMS_BY_TYPE = {s.data_type: s for s in STREAMS}
 
@@ -132,6 +159,11 @@ class FitbitSource(OAuth2CodeSource):
         "height",
         "blood_oxygen",
         "blood_glucose",
+        "resting_heart_rate",
+        "heart_rate_variability",
+        "respiratory_rate",
+        "body_temperature",
+        "vo2_max",
         "activity_summaries",
     )
     history_days = 365
@@ -149,6 +181,7 @@ class FitbitSource(OAuth2CodeSource):
         "include_granted_scopes": "true",
     }
     lookback_days = 7
+    _zone_of_run: tuple[str, datetime, UserZone] | None = None
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -195,7 +228,7 @@ class FitbitSource(OAuth2CodeSource):
         granted = _granted(ctx.credentials.get("scope"))
         found = []
         for stream in STREAMS:
-            if not granted or stream.scope in granted:
+            if not granted or granted.intersection(stream.scopes):
                 found.append(Collection(stream.data_type, (stream.record_type, *stream.also)))
             else:
                 log.info("fitbit connection %s: %s not granted, not fetched", ctx.connection_id, stream.data_type)
@@ -301,6 +334,9 @@ class FitbitSource(OAuth2CodeSource):
         to place a civil day on the time line. Without the settings scope, or if Google refuses
         the settings, days are placed in UTC: the records keep their day, only the instant of
         their midnight is approximate."""
+        cached = self._zone_of_run
+        if cached is not None and cached[0] == ctx.connection_id and abs(ctx.now - cached[1]) < timedelta(hours=1):
+            return cached[2]  # read once a run (each collection has its own context), not once a collection
         granted = _granted(ctx.credentials.get("scope"))
         if granted and SETTINGS not in granted:
             return UserZone(None, 0)
@@ -308,8 +344,11 @@ class FitbitSource(OAuth2CodeSource):
             body = ctx.http.get_json(f"{self.api_url}/v4/users/me/settings", headers=self.auth_headers(ctx.credentials))
         except PermanentError as exc:
             log.info("fitbit connection %s: settings unavailable (%s), days placed in UTC", ctx.connection_id, exc)
-            return UserZone(None, 0)
-        return UserZone.of(body)
+            zone = UserZone(None, 0)
+        else:
+            zone = UserZone.of(body)
+        self._zone_of_run = (ctx.connection_id, ctx.now, zone)
+        return zone
 
     def _reconcile(self, ctx: SyncContext, stream: Stream, params: dict[str, str]) -> Iterator[list[Any]]:
         """`dataPoints:reconcile`, page by page until `nextPageToken` is empty or absent."""
@@ -653,14 +692,58 @@ def _sample(stream: Stream, point: Any, height_mm: float | None, context: dict[s
     return records
 
 
+@dataclass(frozen=True)
+class DailyValue:
+    """The value of a daily type: its field, unit and the decimals kept (0: an integer)."""
+
+    field: str
+    unit: str
+    digits: int = 2
+
+
+# The API's units are fixed and metric (discovery field descriptions).
+DAILY_VALUES: dict[str, DailyValue] = {
+    "daily-oxygen-saturation": DailyValue("averagePercentage", "%"),
+    "daily-resting-heart-rate": DailyValue("beatsPerMinute", "bpm", 0),
+    "daily-heart-rate-variability": DailyValue("averageHeartRateVariabilityMilliseconds", "ms"),
+    "daily-respiratory-rate": DailyValue("breathsPerMinute", "breaths/min"),
+    "daily-sleep-temperature-derivations": DailyValue("nightlyTemperatureCelsius", "°C"),
+    "daily-vo2-max": DailyValue("vo2Max", "mL/kg/min"),
+}
+
+
 def _daily_reading(stream: Stream, point: Any, height_mm: float | None, context: dict[str, Any]) -> list[Record]:
-    """daily-oxygen-saturation: the night's average, dated (in the user's zone) on the day the
-    sleep it was measured in belongs to. Filed on that day, at its local midnight."""
+    """A daily type: one value per civil `date` (in the user's zone). The nightly ones (SpO2,
+    HRV, breathing rate, skin temperature) are dated on the day their night ends, as Fitbit's
+    own daily values were; Google gives a date, not a time, so each is placed at its date's
+    local midnight and filed under that date (`day`)."""
     body = _body(stream, point)
     day = _civil_date(body.get("date"), f"{stream.key}.date")
-    average = _required(body.get("averagePercentage"), f"{stream.key}.averagePercentage")
+    spec = DAILY_VALUES[stream.data_type]
+    name = f"{stream.key}.{spec.field}"
+    value: float | None
+    if stream.data_type == "daily-sleep-temperature-derivations":
+        # The night's mean WRIST SKIN temperature: some degrees below the body's, so no body
+        # temperature (`value` None). What it tells is its difference from the user's
+        # baseline (the median of the last 30 nights).
+        nightly = _required(body.get(spec.field), name)
+        baseline = _number(body.get("baselineTemperatureCelsius"), f"{stream.key}.baselineTemperatureCelsius")
+        if baseline is None:
+            # Not unreadable: the baseline is optional (a new wearer has no 30 nights yet),
+            # and without it the night says nothing this type can hold.
+            return []
+        value = None
+        fields: dict[str, Any] = {"value": None, "unit": spec.unit, "deviation": round(nightly - baseline, 2)}
+    else:
+        if stream.data_type == "daily-heart-rate-variability" and body.get(spec.field) is None:
+            # Not unreadable: the discovery lets a day carry only entropy, a non-REM heart
+            # rate or the deep-sleep RMSSD ("at least one of ... must be set"). Without the
+            # night's average RMSSD it is no heart_rate_variability reading.
+            return []
+        raw = _required(body.get(spec.field), name)
+        value = round(raw, spec.digits) if spec.digits else round(raw)
+        fields = {"value": value, "unit": spec.unit}
     start, offset = UserZone.from_context(context).midnight(day)
-    value = round(average, 2)
     return [
         Record(
             type=stream.record_type,
@@ -668,7 +751,7 @@ def _daily_reading(stream: Stream, point: Any, height_mm: float | None, context:
             start_time=start,
             tz_offset=offset,
             value=value,
-            fields={"value": value, "unit": "%"},
+            fields=fields,
             source_data=point,
             day=day,
         )
@@ -738,6 +821,7 @@ def _sleep(stream: Stream, point: Any, height_mm: float | None, context: dict[st
         "timeInBed": round(in_bed),
         "efficiency": round(100 * asleep / in_bed) if asleep is not None and in_bed else None,
         "numberOfWakeups": _wakeups(summary),
+        **_stage_minutes(summary),
     }
     return [
         Record(
@@ -753,15 +837,39 @@ def _sleep(stream: Stream, point: Any, height_mm: float | None, context: dict[st
     ]
 
 
-def _wakeups(summary: dict[str, Any]) -> int | None:
-    """The AWAKE segments. A reconciled sleep may list its stages summary twice: the first
-    AWAKE entry is the one."""
+def _stage_entries(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`summary.stagesSummary` by stage type. A reconciled sleep may list it twice: the first
+    entry of each type is the one."""
     stages = summary.get("stagesSummary")
+    entries: dict[str, dict[str, Any]] = {}
     for stage in stages if isinstance(stages, list) else []:
-        if isinstance(stage, dict) and stage.get("type") == "AWAKE":
-            count = _number(stage.get("count"), "stagesSummary.count")
-            return round(count) if count is not None else None
-    return None
+        if isinstance(stage, dict) and isinstance(stage.get("type"), str):
+            entries.setdefault(stage["type"], stage)
+    return entries
+
+
+def _wakeups(summary: dict[str, Any]) -> int | None:
+    """The AWAKE segments."""
+    awake = _stage_entries(summary).get("AWAKE")
+    count = _number(awake.get("count"), "stagesSummary.count") if awake else None
+    return round(count) if count is not None else None
+
+
+# Sleep stage (discovery SleepStageType) -> the field of its minutes.
+STAGE_FIELDS = {"DEEP": "deepSleep", "LIGHT": "lightSleep", "REM": "remSleep"}
+
+
+def _stage_minutes(summary: dict[str, Any]) -> dict[str, int | None]:
+    """Minutes in deep, light and REM sleep from `summary.stagesSummary[].minutes`. A stage
+    the summary has no entry for is unknown (None): a CLASSIC sleep has only AWAKE, RESTLESS
+    and ASLEEP. An entry without `minutes` had none (proto3 leaves zeros out)."""
+    entries = _stage_entries(summary)
+    found: dict[str, int | None] = {}
+    for stage, name in STAGE_FIELDS.items():
+        entry = entries.get(stage)
+        minutes = _number(entry.get("minutes"), "stagesSummary.minutes") if entry is not None else None
+        found[name] = None if entry is None else round(minutes or 0)
+    return found
 
 
 NORMALIZERS: dict[str, Callable[[Stream, Any, float | None, dict[str, Any]], list[Record]]] = {

@@ -12,7 +12,10 @@ answers `expires_in: 3599`, never rotates refresh tokens, and refuses with RFC 6
 Data (`/v4/users/me/...`): `identity`, `settings`; per data type `dataPoints` (list) and
 `dataPoints:reconcile` (GET, AIP-160 filter with the member each record kind accepts and only
 `>=` / `<`, newest first, opaque page tokens bound to their query, page-size caps) and
-`dataPoints:dailyRollUp` (POST, civil-date range, 14- or 90-day caps). proto3 JSON: int64 as
+`dataPoints:dailyRollUp` (POST, civil-date range, 14- or 90-day caps). Daily types
+(`daily-resting-heart-rate`, `daily-heart-rate-variability`, `daily-respiratory-rate`,
+`daily-sleep-temperature-derivations`, `daily-vo2-max`, `daily-oxygen-saturation`) carry a
+civil `date`, filter on `<type>.date` only and have no roll-ups. proto3 JSON: int64 as
 strings, durations `"<n>s"`, empty fields omitted. Errors are google.rpc.Status bodies: 401 for
 a dead token, 403 for an ungranted scope, 400 for a bad filter or range, 429 past a per-user
 per-minute limit. Faults can be injected per path.
@@ -71,6 +74,11 @@ DATA_TYPES: dict[str, tuple[str, str, str]] = {
     "blood-glucose": ("bloodGlucose", "sample", METRICS_SCOPE),
     "daily-oxygen-saturation": ("dailyOxygenSaturation", "daily", METRICS_SCOPE),
     "daily-resting-heart-rate": ("dailyRestingHeartRate", "daily", METRICS_SCOPE),
+    "daily-heart-rate-variability": ("dailyHeartRateVariability", "daily", METRICS_SCOPE),
+    "daily-respiratory-rate": ("dailyRespiratoryRate", "daily", METRICS_SCOPE),
+    "daily-sleep-temperature-derivations": ("dailySleepTemperatureDerivations", "daily", METRICS_SCOPE),
+    # Its scope is disputed (see `GoogleHealthEmulator.vo2_max_scope`).
+    "daily-vo2-max": ("dailyVo2Max", "daily", ACTIVITY_SCOPE),
 }
 # Types a point can be fetched by name ("get" in the data-types table): their points carry a name.
 IDENTIFIABLE = {"exercise", "sleep", "weight", "body-fat", "height", "blood-glucose"}
@@ -106,9 +114,10 @@ INT64_FIELDS = {
     "activeZoneMinutes",
     "activeMinutes",
     "activeMinutesSum",
+    "nonRemHeartRateBeatsPerMinute",
 }
 PLATFORM_RANK = {"FITBIT": 0}  # which source's point a reconciled stream keeps (emulator's choice)
-_CONDITION = re.compile(r'^\s*([a-z_.]+)\s*(>=|<=|>|<|=)\s*"([^"]*)"\s*$')
+_CONDITION = re.compile(r'^\s*([a-z0-9_.]+)\s*(>=|<=|>|<|=)\s*"([^"]*)"\s*$')
 _CIVIL = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -150,6 +159,10 @@ class GoogleHealthEmulator:
     # Session intervals: civil times absent (observed for exercise and sleep) or present
     # (discovery SessionTimeInterval lists them as output-only fields).
     session_civil_times: bool = False
+    # The scope daily-vo2-max needs: "activity" (Google's migration guide maps Fitbit's
+    # cardio_fitness scope to activity_and_fitness; public clients list it there) or "metrics"
+    # (other public clients list it under health_metrics_and_measurements).
+    vo2_max_scope: str = "activity"
     calls: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
     points: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -291,8 +304,11 @@ class GoogleHealthEmulator:
         main: bool = True,
         offset_s: int = 3600,
         end_offset_s: int | None = None,
+        stages: dict[str, int] | None = None,
     ) -> str:
+        """A STAGES sleep; `stages` are the minutes per stage type (default: all LIGHT)."""
         in_bed = round((end - start).total_seconds() / 60)
+        per_stage = stages if stages is not None else {"LIGHT": asleep}
         body = {
             "interval": _interval(start, end, offset_s, end_offset_s),
             "type": "STAGES",
@@ -305,7 +321,7 @@ class GoogleHealthEmulator:
                 "minutesAwake": str(awake),
                 "stagesSummary": [
                     {"type": "AWAKE", "minutes": str(awake), "count": str(wakeups)},
-                    {"type": "LIGHT", "minutes": str(asleep), "count": "9"},
+                    *({"type": kind, "minutes": str(minutes), "count": "3"} for kind, minutes in per_stage.items()),
                 ],
             },
             "createTime": _rfc3339(end),
@@ -509,6 +525,11 @@ class GoogleHealthEmulator:
         }
         return _json({k: v for k, v in body.items() if v not in ("", None)}, 200)
 
+    def _scope_of(self, data_type: str) -> str:
+        if data_type == "daily-vo2-max":
+            return METRICS_SCOPE if self.vo2_max_scope == "metrics" else ACTIVITY_SCOPE
+        return DATA_TYPES[data_type][2]
+
     def _throttled(self) -> bool:
         now = time.monotonic()
         with self.lock:
@@ -526,7 +547,7 @@ class GoogleHealthEmulator:
             return _error(400, "INVALID_ARGUMENT", "INVALID_USER", "Only users/me is supported.")
         if data_type not in DATA_TYPES:
             return _error(400, "INVALID_ARGUMENT", "INVALID_PARENT_DATA_TYPE_COLLECTION", f"Unknown {data_type}.")
-        if DATA_TYPES[data_type][2] not in grant["scopes"]:
+        if self._scope_of(data_type) not in grant["scopes"]:
             return _insufficient_scope()
         if self._throttled():
             return _error(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", "Quota exceeded for quota metric.")
@@ -1185,3 +1206,85 @@ SCHEMA_ACTIVE_MINUTES = {
     }
 }
 SCHEMA_SEDENTARY = {date(2026, 9, 25): {"durationSum": "41400s"}}
+
+# Daily types. No answer of these has been published; points in the discovery's shapes
+# (DailyRestingHeartRate, DailyHeartRateVariability, DailyRespiratoryRate,
+# DailySleepTemperatureDerivations, DailyVO2Max: `date` a google.type.Date of integers, int64
+# fields as strings), with values inside the ranges a public client measured live over 30
+# nights on a Pixel Watch 3 (ryanckelly/Foodlog, docs/health-data-discovery-pixel-watch.md).
+_DERIVED = {"recordingMethod": "DERIVED", "platform": "FITBIT"}
+SCHEMA_RESTING_HEART_RATE: list[dict[str, Any]] = [
+    {
+        "dataSource": _DERIVED,
+        "dailyRestingHeartRate": {
+            "date": {"year": 2026, "month": 9, "day": 26},
+            "beatsPerMinute": "56",
+            "dailyRestingHeartRateMetadata": {"calculationMethod": "WITH_SLEEP"},
+        },
+    },
+    {
+        "dataSource": _DERIVED,
+        "dailyRestingHeartRate": {
+            "date": {"year": 2026, "month": 9, "day": 25},
+            "beatsPerMinute": "58",
+            "dailyRestingHeartRateMetadata": {"calculationMethod": "ONLY_WITH_AWAKE_DATA"},
+        },
+    },
+]
+SCHEMA_HEART_RATE_VARIABILITY: list[dict[str, Any]] = [
+    {
+        "dataSource": _DERIVED,
+        "dailyHeartRateVariability": {
+            "date": {"year": 2026, "month": 9, "day": 26},
+            "averageHeartRateVariabilityMilliseconds": 48.374,
+            "deepSleepRootMeanSquareOfSuccessiveDifferencesMilliseconds": 46.91,
+            "entropy": 3.104,
+            "nonRemHeartRateBeatsPerMinute": "56",
+        },
+    },
+    # "At least one of the following fields must be set": a night with no average RMSSD.
+    {
+        "dataSource": _DERIVED,
+        "dailyHeartRateVariability": {
+            "date": {"year": 2026, "month": 9, "day": 25},
+            "entropy": 2.861,
+            "nonRemHeartRateBeatsPerMinute": "61",
+        },
+    },
+]
+SCHEMA_RESPIRATORY_RATE: list[dict[str, Any]] = [
+    {
+        "dataSource": _DERIVED,
+        "dailyRespiratoryRate": {"date": {"year": 2026, "month": 9, "day": 26}, "breathsPerMinute": 10.6},
+    }
+]
+SCHEMA_SLEEP_TEMPERATURE: list[dict[str, Any]] = [
+    {
+        "dataSource": _DERIVED,
+        "dailySleepTemperatureDerivations": {
+            "date": {"year": 2026, "month": 9, "day": 26},
+            "nightlyTemperatureCelsius": 33.41,
+            "baselineTemperatureCelsius": 32.87,
+            "relativeNightlyStddev30dCelsius": 0.31,
+        },
+    },
+    # baselineTemperatureCelsius is optional (a new user has no 30 nights yet).
+    {
+        "dataSource": _DERIVED,
+        "dailySleepTemperatureDerivations": {
+            "date": {"year": 2026, "month": 9, "day": 25},
+            "nightlyTemperatureCelsius": 32.64,
+        },
+    },
+]
+SCHEMA_VO2_MAX: list[dict[str, Any]] = [
+    {
+        "dataSource": _DERIVED,
+        "dailyVo2Max": {
+            "date": {"year": 2026, "month": 9, "day": 26},
+            "vo2Max": 44.73,
+            "cardioFitnessLevel": "GOOD",
+            "vo2MaxCovariance": 1.9,
+        },
+    }
+]
