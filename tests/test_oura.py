@@ -79,12 +79,18 @@ def stored(connection: Connection) -> Counter[str]:
 
 
 def expected(emulator: OuraEmulator) -> Counter[str]:
+    nights = len(emulator.documents["sleep"])  # every seeded night is a long sleep with its readings
     return Counter(
         activities=len(emulator.documents["workout"]),
-        sleeps=len(emulator.documents["sleep"]),
+        sleeps=nights,
+        resting_heart_rate=nights,
+        heart_rate_variability=nights,
+        respiratory_rate=nights,
         activity_summaries=len(emulator.documents["daily_activity"]),
         blood_oxygen=len(emulator.documents["daily_spo2"]),
         heart_rate=len(emulator.heart_rate),
+        body_temperature=len(emulator.documents["daily_readiness"]),
+        vo2_max=len(emulator.documents["vO2_max"]),
     )
 
 
@@ -97,7 +103,7 @@ def sync(connection: Connection, http: ProviderHttp | None = None) -> Any:
 def test_it_connects_with_a_code_and_learns_the_oura_user(alice: Persona, oura: OuraEmulator) -> None:
     url = plugin().authorization_url(redirect_uri=CALLBACK, state="s", code_challenge="ignored")
     query = parse_qs(urlsplit(url).query)
-    assert query["scope"] == ["personal daily heartrate workout spo2 spo2Daily"]
+    assert query["scope"] == ["personal daily heartrate workout spo2 spo2Daily heart_health"]
     assert "code_challenge" not in query  # Oura documents no PKCE
 
     connection = connect(alice, oura)
@@ -176,8 +182,21 @@ def test_it_normalizes_oura_documents_to_the_data_api_fields(alice: Persona, our
         "timeToFallAsleep": 10,
         "efficiency": raw["efficiency"],
         "numberOfWakeups": 2,
+        "deepSleep": 90,
+        "lightSleep": round(raw["light_sleep_duration"] / 60),
+        "remSleep": 90,
     }
     assert sleep.source_data["average_heart_rate"] == 58.25 and "heart_rate" not in sleep.source_data
+    night = {
+        kind: Record.objects.get(connection=connection, type=kind, external_id=document_id("sleep", day))
+        for kind in ("resting_heart_rate", "heart_rate_variability", "respiratory_rate")
+    }
+    assert {kind: (r.value, r.data["unit"]) for kind, r in night.items()} == {
+        "resting_heart_rate": (57, "bpm"),  # the lowest 5-minute sample, not lowest_heart_rate (52)
+        "heart_rate_variability": (42, "ms"),
+        "respiratory_rate": (14.5, "breaths/min"),
+    }
+    assert {(r.start_time, r.tz_offset, r.local_day) for r in night.values()} == {(sleep.end_time, 120, day)}
 
     workout = Record.objects.get(connection=connection, type="activities", external_id=document_id("workout", day))
     doc = oura.documents["workout"][document_id("workout", day)]
@@ -194,6 +213,13 @@ def test_it_normalizes_oura_documents_to_the_data_api_fields(alice: Persona, our
     spo2 = Record.objects.get(connection=connection, type="blood_oxygen", external_id=document_id("daily_spo2", day))
     average = oura.documents["daily_spo2"][document_id("daily_spo2", day)]["spo2_percentage"]["average"]
     assert spo2.value == average and spo2.data == {"value": average, "unit": "%"} and spo2.local_day == day
+
+    temperature = Record.objects.get(
+        connection=connection, type="body_temperature", external_id=document_id("daily_readiness", day)
+    )
+    deviation = oura.documents["daily_readiness"][document_id("daily_readiness", day)]["temperature_deviation"]
+    assert temperature.value is None and temperature.data == {"value": None, "unit": "°C", "deviation": deviation}
+    assert temperature.local_day == day and temperature.start_time == datetime.combine(day, datetime.min.time(), UTC)
 
     beat = Record.objects.filter(connection=connection, type="heart_rate").first()
     assert beat is not None and beat.data["unit"] == "bpm" and beat.value == beat.data["value"]

@@ -4,8 +4,10 @@ the documentation (docs/providers/oura.md).
 
 The documents are those of recorded real answers (tgrk/ex_oura, test/fixture/vcr_cassettes:
 multiple_daily_activity, multiple_sleep, multiple_workout, multiple_daily_sp02,
-multiple_heart_rate), with their ids replaced and their long sample arrays shortened (those are
-not read); the variants the OpenAPI document allows but no recording shows are marked so.
+multiple_heart_rate), with their ids replaced and their long sample arrays shortened where they are
+not read (a long sleep's 5-minute heart rate is read, and kept whole); the variants the OpenAPI
+document allows but no recording shows are marked so. The night's readings, readiness and VO2 max
+are checked in tests/test_oura_nightly.py.
 Units (OpenAPI, PublicDailyActivity, PublicModifiedSleepModel, PublicWorkout, PublicDailySpO2,
 PublicHeartRateRow): durations in seconds, distances in metres, energy in kcal, SpO2 in percent,
 heart-rate timestamps in UTC, the other timestamps local with their offset.
@@ -85,6 +87,15 @@ DAILY_ACTIVITY: dict[str, Any] = {
     "timestamp": "2024-11-11T04:00:00+01:00",
 }
 
+HEART_RATE_5_MIN: list[float | None] = [
+    *(76.0, 77.0, 76.0, 78.0, 81.0, 82.0, 82.0, 79.0, 78.0, 77.0, 75.0, 75.0, 76.0, 75.0, 73.0, 74.0),
+    *(71.0, 71.0, 71.0, 72.0, 73.0, 74.0, 74.0, 75.0, 71.0, 71.0, 71.0, 71.0, 71.0, None, 70.0, 72.0),
+    *(73.0, 72.0, 71.0, 70.0, 68.0, 69.0, 68.0, 69.0, 68.0, 71.0, 70.0, 70.0, 71.0, 69.0, 69.0, 70.0),
+    *(69.0, 71.0, 69.0, None, None, 65.0, 71.0, 71.0, 72.0, 73.0, 73.0, 68.0, 74.0, 70.0, 69.0, 68.0),
+    *(67.0, 68.0, 67.0, 66.0, 66.0, 67.0, 67.0, 65.0, 65.0, 65.0, 64.0, 64.0, 65.0, 64.0, 66.0, 63.0),
+    *(63.0, 64.0, 63.0, 63.0, 65.0, 67.0, 65.0, 65.0, 61.0, 60.0, 63.0, 67.0, 67.0, 67.0, 65.0, 64.0),
+]
+
 # The main night of 2024-10-10 (CEST, UTC+02:00): 01:01:59 to 09:04:12 = 28933 s in bed;
 # 3060 deep + 17160 light + 3000 REM = 23220 s asleep; 28933 - 23220 = 5713 s awake.
 LONG_SLEEP: dict[str, Any] = {
@@ -98,7 +109,8 @@ LONG_SLEEP: dict[str, Any] = {
     "day": "2024-10-10",
     "deep_sleep_duration": 3060,
     "efficiency": 80,
-    "heart_rate": {"interval": 300.0, "items": [76.0, 77.0, None, 64.0], "timestamp": "2024-10-10T01:01:59.000+02:00"},
+    # The recorded 96 five-minute samples: the lowest is 60.0 (the 90th), as `lowest_heart_rate`.
+    "heart_rate": {"interval": 300.0, "items": HEART_RATE_5_MIN, "timestamp": "2024-10-10T01:01:59.000+02:00"},
     "hrv": {"interval": 300.0, "items": [12.0, 9.0, None, 32.0], "timestamp": "2024-10-10T01:01:59.000+02:00"},
     "latency": 930,
     "light_sleep_duration": 17160,
@@ -291,6 +303,34 @@ HEART_RATE: list[dict[str, Any]] = [
 ]
 
 
+# daily_readiness of 2024-11-11 as recorded (multiple_daily_readiness), and a VO2 max estimate in
+# the recorded shape (multiple_vo2_max) moved to a day inside this file's history.
+READINESS: dict[str, Any] = {
+    "id": "e1e2e3e4-0001-4f00-9a00-000000000001",
+    "contributors": {
+        "activity_balance": 94,
+        "body_temperature": 97,
+        "hrv_balance": 95,
+        "previous_day_activity": 91,
+        "previous_night": 77,
+        "recovery_index": 64,
+        "resting_heart_rate": 92,
+        "sleep_balance": 92,
+    },
+    "day": "2024-11-11",
+    "score": 86,
+    "temperature_deviation": 0.1,
+    "temperature_trend_deviation": 0.13,
+    "timestamp": "2024-11-11T00:00:00+00:00",
+}
+VO2_MAX: dict[str, Any] = {
+    "id": "f1f2f3f4-0001-4f00-9a00-000000000001",
+    "day": "2024-11-11",
+    "timestamp": "2024-11-11T14:15:22Z",
+    "vo2_max": 62,
+}
+
+
 # --- set-up -------------------------------------------------------------------------------------
 
 
@@ -409,6 +449,9 @@ def test_a_documented_night_is_stored_in_minutes_under_its_day(oura: OuraEmulato
         "timeToFallAsleep": 16,  # 930 s = 15.5 min
         "efficiency": 80,
         "numberOfWakeups": 7,  # awake runs between the first and last sleep epochs
+        "deepSleep": 51,  # 3060 s
+        "lightSleep": 286,  # 17160 s
+        "remSleep": 50,  # 3000 s
     }
     assert "sleep_phase_5_min" not in body["sourceData"] and body["sourceData"]["lowest_heart_rate"] == 60
 
@@ -451,6 +494,8 @@ def test_rejected_and_deleted_sleeps_are_not_sleeps_and_an_untyped_one_is(oura: 
     assert untyped.data["timeInBed"] == 450  # 27000 s
     assert untyped.data["timeAsleep"] is None and untyped.data["timeAwake"] is None
     assert untyped.data["efficiency"] is None and untyped.data["timeToFallAsleep"] is None
+    # Its stages are the recorded night's (copied), in minutes.
+    assert (untyped.data["deepSleep"], untyped.data["lightSleep"], untyped.data["remSleep"]) == (51, 286, 50)
 
 
 def test_a_sleep_turned_into_a_tombstone_is_deleted(oura: OuraEmulator, alice: Persona) -> None:
@@ -570,10 +615,15 @@ def test_every_published_shape_reads_the_same(
     oura.put("sleep", copy.deepcopy(LONG_SLEEP))
     oura.put("workout", copy.deepcopy(WORKOUTS[0]))
     oura.put("daily_spo2", copy.deepcopy(SPO2[0]))
+    oura.put("daily_readiness", copy.deepcopy(READINESS))
+    oura.put("vO2_max", copy.deepcopy(VO2_MAX))
     oura.heart_rate = copy.deepcopy(HEART_RATE)
     connection, run = connect_and_sync(oura, alice)
 
     assert run.outcome == SyncOutcome.SUCCEEDED, run.error
+    assert stored(connection, "body_temperature")[READINESS["id"]].data["deviation"] == 0.1
+    assert stored(connection, "vo2_max")[VO2_MAX["id"]].value == 62
+    assert stored(connection, "resting_heart_rate")[LONG_SLEEP["id"]].value == 60
     summary = stored(connection, "activity_summaries")["2024-11-11"]
     assert (summary.data["steps"], summary.start_time) == (15185, datetime(2024, 11, 10, 23, 0, tzinfo=UTC))
     assert stored(connection, "sleeps")[LONG_SLEEP["id"]].data["timeAsleep"] == 387

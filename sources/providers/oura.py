@@ -1,9 +1,11 @@
-"""Oura (Cloud API v2): workouts, sleeps, heart rate, daily activity totals and SpO2 of an Oura ring.
+"""Oura (Cloud API v2): workouts, sleeps, heart rate, daily activity totals, SpO2, the night's
+resting heart rate, HRV and breathing rate, body temperature deviation and VO2 max of an Oura ring.
 
-Five collections, each fetched (and failing) on its own: `workout`, `sleep`, `daily_activity`,
-`daily_spo2` and `heartrate`. A 403 (scope not granted, membership lapsed) or 404 of one is the
-engine's to record; the others go on. The field-by-field reading, with its sources, is in
-docs/providers/oura.md.
+Seven collections, each fetched (and failing) on its own: `workout`, `sleep` (sleeps, and the
+night's resting heart rate, HRV and breathing rate from each long sleep), `daily_activity`,
+`daily_spo2`, `heartrate`, `daily_readiness` (body temperature deviation) and `vO2_max`. A 403
+(scope not granted, membership lapsed) or 404 of one is the engine's to record; the others go
+on. The field-by-field reading, with its sources, is in docs/providers/oura.md.
 
 Document collections are read in date chunks. Oura's date bounds are fuzzy (a date-only bound
 means that day's midnight and daily documents are filtered on their 04:00 `timestamp`, so the
@@ -14,7 +16,8 @@ UTC with `next_token` paging; it is stored page by page and resumes mid-chunk.
 
 Days: Oura files each document under its own `day` (a sleep under the day it counts toward,
 which for an evening nap is the next day; daily activity under the day whose 04:00 starts it),
-and so do the records made of them.
+and so do the records made of them. The night's readings are timestamped when it ended
+(`bedtime_end`); readiness and VO2 max at the document's own `timestamp`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -40,6 +44,7 @@ from ..base import (
 )
 from ..http import ProviderHttp, decode_json, oauth_error_code, raise_for_status, raise_for_token_status
 from ..oauth import OAuth2CodeSource
+from ..types import RECORD_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +54,17 @@ REPULL_DAYS = 7  # sleeps and workouts appear (and change) days late: re-read th
 HEART_RATE_OVERLAP = timedelta(hours=24)  # the ring uploads hours-old readings when the phone syncs
 MAX_PAGES = 1000  # a provider that keeps returning next_token must not loop forever
 
-# Each Oura collection and the record type it yields, in fetch order.
+# The night's readings taken from each long sleep (see NIGHT_READINGS).
+NIGHTLY = ("resting_heart_rate", "heart_rate_variability", "respiratory_rate")
+# Each Oura collection and the record types it yields (its documents' own type first), in fetch order.
 COLLECTIONS = (
     Collection("workout", ("activities",)),
-    Collection("sleep", ("sleeps",)),
+    Collection("sleep", ("sleeps", *NIGHTLY)),
     Collection("daily_activity", ("activity_summaries",)),
     Collection("daily_spo2", ("blood_oxygen",)),
     Collection("heartrate", ("heart_rate",)),
+    Collection("daily_readiness", ("body_temperature",)),
+    Collection("vO2_max", ("vo2_max",)),
 )
 # Time series samples that would bloat sourceData for little use.
 BULKY = frozenset(
@@ -64,23 +73,49 @@ BULKY = frozenset(
 # Sleep periods that are not sleeps (PublicSleepType): a user-deleted sleep is a tombstone and
 # `rest` a detection the user rejected. Left out, the chunk's window deletes a stored copy.
 NOT_SLEEP = frozenset({"deleted", "rest"})
+# `lowest_heart_rate` of a sleep period without heart-rate samples (recorded answers): no value.
+NO_HEART_RATE = 255
 
 
 class BadItem(ValueError):
-    """A provider document that doesn't have the documented shape; the message names the field."""
+    """A provider document that doesn't have the documented shape; the message names the field.
+    `also`: record types of the same document that could not be read because of it."""
+
+    def __init__(self, message: str, also: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.also = also
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One record of a document that could not be read, while the document's others could."""
+
+    type: str
+    reason: str
 
 
 class OuraSource(OAuth2CodeSource):
     slug = "oura"
     name = "Oura"
-    data_types = ("activities", "sleeps", "heart_rate", "activity_summaries", "blood_oxygen")
+    data_types = (
+        "activities",
+        "sleeps",
+        "heart_rate",
+        "activity_summaries",
+        "blood_oxygen",
+        "resting_heart_rate",
+        "heart_rate_variability",
+        "respiratory_rate",
+        "body_temperature",
+        "vo2_max",
+    )
     history_days = 365
     default_authorize_url = "https://cloud.ouraring.com/oauth/authorize"
     default_token_url = "https://api.ouraring.com/oauth/token"  # noqa: S105 - a URL, not a secret
     default_api_url = "https://api.ouraring.com"
     # The SpO2 scope is `spo2` in Oura's docs and `spo2Daily` in its OpenAPI; unknown scopes are
-    # dropped at consent, so asking for both is harmless.
-    scopes = ("personal", "daily", "heartrate", "workout", "spo2", "spo2Daily")
+    # dropped at consent, so asking for both is harmless. `heart_health` covers VO2 max.
+    scopes = ("personal", "daily", "heartrate", "workout", "spo2", "spo2Daily", "heart_health")
     supports_pkce = False  # not documented by Oura
     client_auth = "body"
 
@@ -119,9 +154,10 @@ class OuraSource(OAuth2CodeSource):
         first_day = today - timedelta(days=self.history_depth())
         if collection.name == "heartrate":
             return self._heart_rate(ctx, datetime.combine(first_day, time(), UTC))
-        return self._documents(ctx, collection.name, collection.types[0], first_day, today)
+        return self._documents(ctx, collection, first_day, today)
 
-    def _documents(self, ctx: SyncContext, collection: str, kind: str, first: date, today: date) -> Iterator[RawPage]:
+    def _documents(self, ctx: SyncContext, part: Collection, first: date, today: date) -> Iterator[RawPage]:
+        collection, (kind, *also) = part.name, part.types
         state = ctx.cursor.get(collection) or {}
         start = first
         if state.get("done"):
@@ -137,7 +173,8 @@ class OuraSource(OAuth2CodeSource):
                 "end_date": (end + timedelta(PAD_DAYS)).isoformat(),
             }
             items = [item for page in self._pages(ctx, collection, params) for item in page[0]]
-            window = Window(kind, _midnight(start), _midnight(end + timedelta(days=1)))
+            # The records made of one document (a long sleep's readings) are complete for it too.
+            window = Window(kind, _midnight(start), _midnight(end + timedelta(days=1)), also=tuple(also))
             yield RawPage(type=collection, payload=items, cursor={collection: {"done": end.isoformat()}}, window=window)
             start = end + timedelta(days=1)
 
@@ -195,12 +232,16 @@ class OuraSource(OAuth2CodeSource):
         records: list[Record] = []
         for item in page.payload:
             try:
-                record = parse(item)
+                read = parse(item)
             except BadItem as exc:
-                page.skipped(f"{page.type}: {exc}", type=kind)
+                for each in (kind, *exc.also):
+                    page.skipped(f"{page.type}: {exc}", type=each)
                 continue
-            if record is not None:
-                records.append(record)
+            for result in read:
+                if isinstance(result, Skip):
+                    page.skipped(f"{page.type}: {result.reason}", type=result.type)
+                else:
+                    records.append(result)
         return records
 
 
@@ -328,16 +369,41 @@ def workout_record(raw: Any) -> Record:
     return Record("activities", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item), day=day)
 
 
-def sleep_record(raw: Any) -> Record | None:
-    """A sleep period (PublicModifiedSleepModel): durations in seconds (served in minutes),
-    filed under Oura's `day`, the day it counts toward (the morning after; for a sleep that
-    ends after Oura's 18:00 day change, the next day)."""
+def sleep_records(raw: Any) -> list[Record | Skip]:
+    """A sleep period, and for a long sleep (the night) its resting heart rate, HRV and
+    breathing rate. A period that can't be read takes the night's readings with it."""
     item = _object(raw)
     kind = item.get("type")
     if kind in NOT_SLEEP:
-        return None
-    # Any other type (long_sleep, sleep, late_nap, or null, which the schema allows) is a sleep;
-    # only the long sleep counts as the main one.
+        return []
+    try:
+        sleep = sleep_record(item)
+    except BadItem as exc:
+        if kind == "long_sleep":  # the readings it states are lost with it
+            exc.also = tuple(t for t, _, keys in NIGHT_READINGS if any(_stated(item, k) for k in keys))
+        raise
+    if kind != "long_sleep":
+        # Naps carry the same fields, but the night's measures are those of its long sleep
+        # (what Oura's app and readiness show); a nap's stay in its sourceData.
+        return [sleep]
+    read: list[Record | Skip] = [sleep]
+    for kind_read, reading, _ in NIGHT_READINGS:
+        try:
+            found = reading(item)
+        except BadItem as exc:
+            read.append(Skip(kind_read, str(exc)))
+            continue
+        if found is not None:
+            read.append(found)
+    return read
+
+
+def sleep_record(item: dict[str, Any]) -> Record:
+    """A sleep period (PublicModifiedSleepModel): durations in seconds (served in minutes),
+    filed under Oura's `day`, the day it counts toward (the morning after; for a sleep that
+    ends after Oura's 18:00 day change, the next day)."""
+    # Any type but `rest` and `deleted` (long_sleep, sleep, late_nap, or null, which the schema
+    # allows) is a sleep; only the long sleep counts as the main one.
     start, offset = _instant(item, "bedtime_start")
     end, _ = _instant(item, "bedtime_end")
     if end < start:
@@ -346,13 +412,16 @@ def sleep_record(raw: Any) -> Record | None:
     phases = item.get("sleep_phase_5_min")
     fields = {
         "day": day.isoformat(),
-        "mainSleep": kind == "long_sleep",
+        "mainSleep": item.get("type") == "long_sleep",
         "timeAsleep": _minutes(_number(item, "total_sleep_duration")),
         "timeAwake": _minutes(_number(item, "awake_time")),
         "timeInBed": _minutes(_number(item, "time_in_bed", required=True)),
         "timeToFallAsleep": _minutes(_number(item, "latency")),
         "efficiency": _number(item, "efficiency"),  # percent, 1-100
         "numberOfWakeups": _wakeups(phases) if isinstance(phases, str) else None,
+        "deepSleep": _minutes(_number(item, "deep_sleep_duration")),
+        "lightSleep": _minutes(_number(item, "light_sleep_duration")),
+        "remSleep": _minutes(_number(item, "rem_sleep_duration")),
     }
     return Record("sleeps", _text(item, "id"), start, offset, end, fields=fields, source_data=_raw(item), day=day)
 
@@ -360,6 +429,53 @@ def sleep_record(raw: Any) -> Record | None:
 def _wakeups(phases: str) -> int:
     """Awake stretches (phase 4 of sleep_phase_5_min) between falling asleep and the final wake-up."""
     return len(re.findall("4+", phases.strip("4")))
+
+
+def _night_reading(item: dict[str, Any], kind: str, value: int | float, read_from: str) -> Record:
+    """A measure of the night a long sleep describes: at its end (`bedtime_end`, with that
+    moment's offset), filed under the sleep's `day`, one per sleep period (its id)."""
+    moment, offset = _instant(item, "bedtime_end")
+    day = _day(item)
+    source = {k: item.get(k) for k in ("id", "day", "type", "bedtime_start", "bedtime_end", read_from)}
+    fields = {"value": value, "unit": RECORD_TYPES[kind].unit}
+    return Record(kind, _text(item, "id"), moment, offset, value=value, fields=fields, source_data=source, day=day)
+
+
+def resting_heart_rate(item: dict[str, Any]) -> Record | None:
+    """The night's resting heart rate as Oura's app shows it: the lowest of the sleep's 5-minute
+    heart-rate samples (`heart_rate.items`, bpm). `lowest_heart_rate` is the lowest 30-second
+    value, which the OpenAPI document says differs from the app's; it is read only when the
+    period has no samples, and 255 there means no value."""
+    samples = item.get("heart_rate")
+    values: list[int | float] = []
+    if samples is not None:
+        if not isinstance(samples, dict) or not isinstance(samples.get("items"), list):
+            raise BadItem("heart_rate is not a sample object with items")
+        for value in samples["items"]:
+            if value is None:
+                continue  # a 5-minute slot without a reading
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BadItem("heart_rate.items holds something other than numbers")
+            values.append(value)
+    if values:
+        return _night_reading(item, "resting_heart_rate", min(values), "lowest_heart_rate")
+    lowest = _number(item, "lowest_heart_rate")
+    if lowest is None or lowest == NO_HEART_RATE:
+        return None  # no heart rate measured that night: no reading
+    return _night_reading(item, "resting_heart_rate", lowest, "lowest_heart_rate")
+
+
+def heart_rate_variability(item: dict[str, Any]) -> Record | None:
+    """The night's average HRV (`average_hrv`): RMSSD in milliseconds, per Oura's help center.
+    Null when not measured: no reading."""
+    value = _number(item, "average_hrv")
+    return None if value is None else _night_reading(item, "heart_rate_variability", value, "average_hrv")
+
+
+def respiratory_rate(item: dict[str, Any]) -> Record | None:
+    """The night's average breathing rate (`average_breath`), breaths per minute; null: no reading."""
+    value = _number(item, "average_breath")
+    return None if value is None else _night_reading(item, "respiratory_rate", value, "average_breath")
 
 
 def daily_activity_record(raw: Any) -> Record:
@@ -421,6 +537,49 @@ def spo2_record(raw: Any) -> Record | None:
     )
 
 
+def readiness_records(raw: Any) -> list[Record | Skip]:
+    """Body temperature from the day's readiness (PublicDailyReadiness): `temperature_deviation`,
+    the previous night's average skin temperature against the person's baseline, in °C. Oura
+    gives no absolute temperature, so `value` is null. Stored at the document's `timestamp`
+    (recorded as that day's 00:00 at +00:00), filed under `day`."""
+    item = _object(raw)
+    deviation = _number(item, "temperature_deviation")
+    if deviation is None:
+        # Null (or left out, OpenAPI 1.29 and later) until a baseline exists or when the night
+        # wasn't measured: Oura states no deviation, so there is no reading.
+        return []
+    moment, offset = _instant(item, "timestamp")
+    fields = {"value": None, "unit": RECORD_TYPES["body_temperature"].unit, "deviation": deviation}
+    record = Record(
+        "body_temperature",
+        _text(item, "id"),
+        moment,
+        offset,
+        value=None,
+        fields=fields,
+        source_data=_raw(item),
+        day=_day(item),
+    )
+    return [record]
+
+
+def vo2_max_records(raw: Any) -> list[Record | Skip]:
+    """A VO2 max estimate (PublicVO2Max, Cardio Capacity), mL/kg/min, at `timestamp` (when it
+    was made), filed under `day`."""
+    item = _object(raw)
+    if "vo2_max" not in item:
+        raise BadItem("vo2_max is missing")
+    value = _number(item, "vo2_max")
+    if value is None:
+        return []  # nullable in OpenAPI 1.27/1.28: no estimate
+    moment, offset = _instant(item, "timestamp")
+    fields = {"value": value, "unit": RECORD_TYPES["vo2_max"].unit}
+    record = Record(
+        "vo2_max", _text(item, "id"), moment, offset, value=value, fields=fields, source_data=_raw(item), day=_day(item)
+    )
+    return [record]
+
+
 def heart_rate_record(raw: Any) -> Record:
     """One heart-rate sample (PublicHeartRateRow): `timestamp` in UTC, `bpm`, `source`. Samples
     of different sources may share an instant (an `awake` and a `workout` one): both are kept."""
@@ -433,10 +592,34 @@ def heart_rate_record(raw: Any) -> Record:
     return Record("heart_rate", external_id, moment, offset, value=bpm, fields=fields, source_data=dict(item))
 
 
-PARSERS: dict[str, tuple[Callable[[Any], Record | None], str]] = {
-    "workout": (workout_record, "activities"),
-    "sleep": (sleep_record, "sleeps"),
-    "daily_activity": (daily_activity_record, "activity_summaries"),
-    "daily_spo2": (spo2_record, "blood_oxygen"),
-    "heartrate": (heart_rate_record, "heart_rate"),
+# Each reading of a long sleep: its record type, its reader, and the sleep fields it is read from.
+NIGHT_READINGS: tuple[tuple[str, Callable[[dict[str, Any]], Record | None], tuple[str, ...]], ...] = (
+    ("resting_heart_rate", resting_heart_rate, ("heart_rate", "lowest_heart_rate")),
+    ("heart_rate_variability", heart_rate_variability, ("average_hrv",)),
+    ("respiratory_rate", respiratory_rate, ("average_breath",)),
+)
+
+
+def _stated(item: dict[str, Any], key: str) -> bool:
+    value = item.get(key)
+    return value is not None and not (key == "lowest_heart_rate" and value == NO_HEART_RATE)
+
+
+def _one(parse: Callable[[Any], Record | None]) -> Callable[[Any], list[Record | Skip]]:
+    def read(raw: Any) -> list[Record | Skip]:
+        record = parse(raw)
+        return [] if record is None else [record]
+
+    return read
+
+
+# Collection -> (its documents' reader, the record type a document that can't be read counts as).
+PARSERS: dict[str, tuple[Callable[[Any], list[Record | Skip]], str]] = {
+    "workout": (_one(workout_record), "activities"),
+    "sleep": (sleep_records, "sleeps"),
+    "daily_activity": (_one(daily_activity_record), "activity_summaries"),
+    "daily_spo2": (_one(spo2_record), "blood_oxygen"),
+    "heartrate": (_one(heart_rate_record), "heart_rate"),
+    "daily_readiness": (readiness_records, "body_temperature"),
+    "vO2_max": (vo2_max_records, "vo2_max"),
 }

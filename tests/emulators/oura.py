@@ -16,6 +16,10 @@ Oura's date-window quirks sit behind `date_quirks`: a date-only end bound acts a
 midnight (so the end day's 04:00 `daily_activity` is dropped) and collections filtered on `day`
 treat the end day as exclusive.
 
+Collections served: `workout`, `sleep`, `daily_sleep`, `daily_activity`, `daily_spo2`, `heartrate`,
+`daily_readiness` and `vO2_max` (scope `heart_health`, "Heart Health Data (VO2 Max, CVA)" at
+consent).
+
 Shapes where public sources differ, each a switch:
 - `meta`: documents carry `meta: {updated_at, version}` (one published copy of the OpenAPI
   document) or not (recorded answers and the other published copies);
@@ -23,7 +27,9 @@ Shapes where public sources differ, each a switch:
   (OpenAPI 1.27/1.28 and recorded answers);
 - `omit_null_next_token`: a last heart-rate page leaves `next_token` out (only `data` is required
   of a TimeSeriesResponse) instead of sending null.
-The documents themselves are served as put, so a test can put any documented variant.
+The documents themselves are served as put, so a test can put any documented variant (e.g. a
+`vo2_max` that is an integer, OpenAPI 1.29 and later, or a number or null, 1.27/1.28; a readiness
+`temperature_deviation` that is null, or left out since 1.29 made it optional).
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ SCOPES = {
     "daily_activity": ("daily",),
     "daily_spo2": ("spo2", "spo2Daily"),
     "heartrate": ("heartrate",),
+    "daily_readiness": ("daily",),
+    "vO2_max": ("heart_health",),
 }
-BY_TIMESTAMP = ("daily_activity", "daily_sleep")  # filtered on `timestamp`, others on `day`
+# Filtered on `timestamp` (daily documents stamped at the start of their day), others on `day`.
+BY_TIMESTAMP = ("daily_activity", "daily_sleep", "daily_readiness")
 IDS = uuid.UUID("6f1c2d7e-0a41-4d4e-9a55-3f0f2b6c9e10")  # namespace of the seeded documents' ids
 
 
@@ -83,8 +92,9 @@ class OuraEmulator(OAuthCodeEmulator):
 
     # --- data, for tests --------------------------------------------------------------------------
     def seed(self, first: date, last: date, tz: str = "+02:00", hr_minutes: int = 60) -> None:
-        """One workout, one night, one daily activity and SpO2 document per day in the documented
-        shapes, and a heart-rate sample every `hr_minutes` (UTC), never in the future."""
+        """One workout, one night, one daily activity, SpO2 and readiness document per day in the
+        documented shapes, a VO2 max estimate every seventh day, and a heart-rate sample every
+        `hr_minutes` (UTC), never in the future."""
         offset = _tz(tz)
         now = datetime.now(UTC)
         day = first
@@ -94,6 +104,9 @@ class OuraEmulator(OAuthCodeEmulator):
             self.put("sleep", night(day, offset, n))
             self.put("daily_activity", daily_activity(day, offset, n))
             self.put("daily_spo2", spo2(day, 95.0 + n % 4))
+            self.put("daily_readiness", readiness(day, round(((n % 9) - 4) * 0.07, 2), n))
+            if n % 7 == 0:
+                self.put("vO2_max", vo2_max(day, datetime.combine(day, time(18, 30), offset), 40 + n % 5))
             moment = datetime.combine(day, time(), UTC)
             while moment < datetime.combine(day + timedelta(days=1), time(), UTC) and moment <= now:
                 bpm = 55 + (moment.hour * 7 + n) % 40
@@ -306,7 +319,9 @@ def workout(day: date, start: datetime, n: int) -> dict[str, Any]:
 
 
 def night(day: date, offset: timezone, n: int) -> dict[str, Any]:
-    """PublicModifiedSleepModel, a long sleep from 23:00 the evening before `day` (its day)."""
+    """PublicModifiedSleepModel, a long sleep from 23:00 the evening before `day` (its day). Its
+    `lowest_heart_rate` (52, the 30-second minimum) is below the lowest 5-minute sample (57), as
+    the OpenAPI note on that field allows."""
     bedtime = datetime.combine(day - timedelta(days=1), time(23, 0), offset)
     in_bed = 8 * 3600
     deep, rem = 5400, 5400
@@ -411,3 +426,31 @@ def spo2(day: date, average: float | None, bdi: int | None = 6) -> dict[str, Any
         "spo2_percentage": None if average is None else {"average": average},
         "breathing_disturbance_index": bdi,
     }
+
+
+def readiness(day: date, deviation: float | None, n: int = 0) -> dict[str, Any]:
+    """PublicDailyReadiness as recorded: `timestamp` is the day's 00:00 at +00:00 whatever the
+    user's zone; the deviations are °C against the person's baseline (null until one exists)."""
+    return {
+        "id": document_id("daily_readiness", day),
+        "contributors": {
+            "activity_balance": 90,
+            "body_temperature": 97 if deviation is not None and abs(deviation) < 0.3 else 80,
+            "hrv_balance": 85,
+            "previous_day_activity": 88,
+            "previous_night": 80,
+            "recovery_index": 70 + n % 20,
+            "resting_heart_rate": 90,
+            "sleep_balance": 92,
+        },
+        "day": day.isoformat(),
+        "score": 80 + n % 10,
+        "temperature_deviation": deviation,
+        "temperature_trend_deviation": None if deviation is None else round(deviation / 2, 2),
+        "timestamp": f"{day.isoformat()}T00:00:00+00:00",
+    }
+
+
+def vo2_max(day: date, made: datetime, value: int | float | None) -> dict[str, Any]:
+    """PublicVO2Max: an estimate in mL/kg/min, with the local time it was made."""
+    return {"id": document_id("vO2_max", day), "day": day.isoformat(), "timestamp": made.isoformat(), "vo2_max": value}
