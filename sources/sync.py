@@ -391,9 +391,11 @@ def _fetch_collection(
                 if totals.pages % 100 == 0 and refresh_statistics(totals.written - totals.analyzed_at):
                     totals.analyzed_at = totals.written  # a long history is read while it is written
             return
-        except TokenRejected:
+        except TokenRejected as exc:
             if refreshed_at_page == totals.pages:
-                raise
+                # Refused again right after a refresh: this part is not allowed with this token
+                # (some providers answer a missing scope so), so it fails alone.
+                raise PermanentError(f"refused a freshly refreshed token: {exc}") from exc
             refreshed_at_page = totals.pages
             try:
                 holder.value = fresh_credentials(

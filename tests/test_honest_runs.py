@@ -275,3 +275,26 @@ def test_it_calls_a_run_partial_when_the_parts_that_worked_had_nothing_new(alice
     run = sync(connection)
     assert run.outcome == SyncOutcome.PARTIAL and run.failures == {"weight": "weights answered 404"}
     assert status_of(alice)["status"] == "partial"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_fails_only_the_part_that_refuses_a_freshly_refreshed_token(alice: Persona) -> None:
+    from sources.base import Credentials, TokenRejected
+
+    refreshes = []
+
+    def refresh(self: TwoParts, credentials: dict[str, Any], http: Any) -> Credentials:
+        refreshes.append(credentials["access_token"])
+        return Credentials(data={"access_token": f"a{len(refreshes) + 1}"})
+
+    connection = make_connection(alice.human, slug=SLUG, data={"access_token": "a1"})
+    provider["weights"] = TokenRejected("401: scope missing")  # this part never accepts the token
+    TwoParts.refresh = refresh  # type: ignore[method-assign]
+    try:
+        run = sync(connection)
+    finally:
+        del TwoParts.refresh  # type: ignore[attr-defined]
+    assert refreshes == ["a1"]  # one refresh, not one per retry
+    assert run.outcome == SyncOutcome.PARTIAL
+    assert run.failures == {"weight": "refused a freshly refreshed token: 401: scope missing"}
+    assert stored(connection, "shifts") == ["s1", "s2"]
