@@ -350,6 +350,9 @@ def _fetch_and_store(
 @dataclass
 class _Credentials:
     value: dict[str, Any]
+    # `totals.pages` when a rejected token was last refreshed in this run: a token refused again
+    # before any page was stored with it is not refreshed again (no part accepts it).
+    refreshed_at_page: int | None = None
 
 
 def _context(
@@ -378,8 +381,7 @@ def _fetch_collection(
     holder: _Credentials,
 ) -> None:
     # A rejected token is refreshed once; again only after pages were stored with the new one
-    # (a long history outlives several token lifetimes), never twice in a row.
-    refreshed_at_page: int | None = None
+    # (a long history outlives several token lifetimes), never twice in a row in one run.
     while True:
         ctx = _context(connection, plugin, http, history, holder.value)
         try:
@@ -392,11 +394,11 @@ def _fetch_collection(
                     totals.analyzed_at = totals.written  # a long history is read while it is written
             return
         except TokenRejected as exc:
-            if refreshed_at_page == totals.pages:
+            if holder.refreshed_at_page == totals.pages:
                 # Refused again right after a refresh: this part is not allowed with this token
                 # (some providers answer a missing scope so), so it fails alone.
                 raise PermanentError(f"refused a freshly refreshed token: {exc}") from exc
-            refreshed_at_page = totals.pages
+            holder.refreshed_at_page = totals.pages
             try:
                 holder.value = fresh_credentials(
                     connection, plugin, http, rejected_token=str(holder.value.get("access_token", ""))

@@ -105,13 +105,9 @@ def finished_sync(connection: Connection) -> SyncRun:
 
 
 def seeded(oura: OuraEmulator) -> Counter[str]:
-    return Counter(
-        activities=len(oura.documents["workout"]),
-        sleeps=len(oura.documents["sleep"]),
-        activity_summaries=len(oura.documents["daily_activity"]),
-        blood_oxygen=len(oura.documents["daily_spo2"]),
-        heart_rate=len(oura.heart_rate),
-    )
+    from tests.test_oura import expected
+
+    return expected(oura)
 
 
 def access_token(stack: LiveStack, app: Any, user: str) -> str:
