@@ -13,7 +13,8 @@ test client against the same answer computed by raw psycopg plus json.dumps:
 Prints each figure (median of repeated runs, in ms) and its ratio, and the SQL queries one
 request of each kind makes; the line before the last is `api50_ratio_first=<x>
 api50_ratio_deep=<y> deep_vs_first50=<z>` for 50-row pages, the last line is
-`api_ratio_first=<x> api_ratio_deep=<y> deep_vs_first=<z> summary_ratio=<w>` for 500-row pages.
+`api_ratio_first=<x> api_ratio_deep=<y> deep_vs_first=<z> summary_ratio=<w> day_ratio=<v>` for 500-row
+pages and a whole day of readings (every page of the daily route against one raw query).
 
 Usage: bench/api [--readings N] [--repeat N] [--keep]
 """
@@ -361,6 +362,34 @@ def run(readings: int, repeat: int, url: str) -> None:
             f"raw SQL aggregate {raw_ms:.2f} ms (ratio {ratios[kind]:.2f})"
         )
 
+    # A whole day of readings, as a client reads it: every page of the daily route.
+    day = DAY0 + timedelta(days=182)
+    day_sql = (
+        f"SELECT {RAW_COLUMNS} FROM data_api_record WHERE {where} AND local_day = %s ORDER BY start_time DESC, id DESC"
+    )
+
+    def raw_day() -> Any:
+        return raw_rows_json(raw.execute(day_sql, [human.pk, day]).fetchall())
+
+    def api_day() -> int:
+        got, offset = 0, 0
+        while True:
+            response = client.get(
+                f"/v1/human/heart_rate/readings/daily/{day.isoformat()}", {"limit": 500, "offset": offset}
+            )
+            assert response.status_code == 200
+            page = len(response.json())
+            got, offset = got + page, offset + 500
+            if page < 500:
+                return got
+
+    day_rows = api_day()
+    day_api_ms, day_raw_ms = median_ms(api_day, repeat), median_ms(raw_day, repeat)
+    print(
+        f"a day of readings ({day_rows:,} rows, {-(-day_rows // 500)} pages of 500): api {day_api_ms:.2f} ms, "
+        f"raw one query {day_raw_ms:.2f} ms (ratio {day_api_ms / day_raw_ms:.2f})"
+    )
+
     raw.close()
     print(
         f"api50_ratio_first={figures['ratio_first50']:.2f} api50_ratio_deep={figures['ratio_deep50']:.2f} "
@@ -368,7 +397,8 @@ def run(readings: int, repeat: int, url: str) -> None:
     )
     print(
         f"api_ratio_first={figures['ratio_first500']:.2f} api_ratio_deep={figures['ratio_deep500']:.2f} "
-        f"deep_vs_first={figures['deep500'] / figures['first500']:.2f} summary_ratio={ratios['activities']:.2f}"
+        f"deep_vs_first={figures['deep500'] / figures['first500']:.2f} summary_ratio={ratios['activities']:.2f} "
+        f"day_ratio={day_api_ms / day_raw_ms:.2f}"
     )
 
 
