@@ -56,6 +56,25 @@ def hit(limit: Limit, subject: str, now: float | None = None) -> Verdict:
     return Verdict(False, max(1, int(start + window - moment + 0.999)))
 
 
+def peek(limit: Limit, subject: str, now: float | None = None) -> Verdict:
+    """Whether `subject` is over `limit` in the current window, without counting a request."""
+    if limit.per_window <= 0:
+        return Verdict(True, 0)
+    window = settings.RATE_LIMIT_WINDOW
+    moment = time.time() if now is None else now
+    start = int(moment // window) * window
+    key = limit.bucket_key(subject, start)
+    if settings.RATE_LIMIT_REDIS_URL:
+        raw = _redis(settings.RATE_LIMIT_REDIS_URL).get(f"hapi:rl:{key}")
+        count = int(raw or 0)
+    else:
+        found = RateLimitBucket.objects.filter(key=key).values_list("count", flat=True).first()
+        count = int(found or 0)
+    if count < limit.per_window:
+        return Verdict(True, 0)
+    return Verdict(False, max(1, int(start + window - moment + 0.999)))
+
+
 def _db_incr(key: str, window_end: int, moment: float) -> int:
     expires_at = datetime.fromtimestamp(window_end, UTC)
     table = RateLimitBucket._meta.db_table
@@ -103,3 +122,7 @@ def token_limits() -> tuple[Limit, Limit]:
         Limit("token-client", settings.RATE_LIMIT_TOKEN_PER_CLIENT),
         Limit("token-ip", settings.RATE_LIMIT_TOKEN_PER_IP),
     )
+
+
+def token_failure_limit() -> Limit:
+    return Limit("token-failures", settings.RATE_LIMIT_TOKEN_FAILURES)

@@ -14,7 +14,7 @@ from django.views import View
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -33,6 +33,7 @@ from .models import Actor, Token
 from .oauth import BROWSER_COOKIE, OAuthOutcome, OAuthProblem, oauth_callback, oauth_start, result_open, result_seal
 from .services import (
     ExchangeError,
+    authenticate_client,
     connect_completed,
     legacy_public_token_exchange,
     legacy_tokens_exchange,
@@ -48,21 +49,11 @@ OAUTH_ASSETS = Path(__file__).resolve().parent / "oauth_assets"
 
 
 class TokenRateThrottle(BaseThrottle):
-    """The token endpoints' limits (connect.ratelimit): per client IP, then per client_id as
-    sent (counted before authentication, so guessing secrets is limited too)."""
+    """The token endpoints' flood limit per client address (connect.ratelimit). The limits
+    that name an Application are counted in `ExchangeView.post`, where the secret is known."""
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        self.retry_after = 0
         verdict = ratelimit.hit(ratelimit.token_limits()[1], client_ip(request._request) or "unknown")
-        if verdict.allowed:
-            # Parsing may raise ParseError: DRF answers it with a 400 like any other bad body.
-            data = request.data
-            # The field this endpoint authenticates with, as its serializer will clean it
-            # (whitespace trimmed): padding or a decoy field must not buy a fresh bucket.
-            field = getattr(view, "client_field", "client_id")
-            client_id = data.get(field) if isinstance(data, dict) else ""
-            if isinstance(client_id, str) and client_id.strip():
-                verdict = ratelimit.hit(ratelimit.token_limits()[0], client_id.strip()[:200])
         self.retry_after = verdict.retry_after
         return verdict.allowed
 
@@ -73,10 +64,16 @@ class TokenRateThrottle(BaseThrottle):
 
 class ExchangeView(APIView):
     """Base of the token endpoints: validate `Input`, call `exchange`, answer its JSON or the
-    error envelope of an ExchangeError. Rate-limited per client and per IP."""
+    error envelope of an ExchangeError.
+
+    Limits: every request counts per client address (the throttle). Wrong credentials count
+    per (client_id, address), so guessing is slowed where it comes from; only requests whose
+    secret is right count against the Application's own limit, so nobody who merely knows a
+    public client_id can use up the tenant's budget."""
 
     throttle_classes = [TokenRateThrottle]
-    client_field = "client_id"  # the field that names the Application (rate-limited per value)
+    client_field = "client_id"  # the field that names the Application
+    secret_field = "client_secret"  # noqa: S105 - a field name, not a secret
     Input: type[serializers.Serializer[dict[str, Any]]]
 
     def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
@@ -85,11 +82,27 @@ class ExchangeView(APIView):
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        client_id, secret = values[self.client_field], values[self.secret_field]
+        source = f"{client_id}\n{client_ip(request._request) or 'unknown'}"
+        _within(ratelimit.peek(ratelimit.token_failure_limit(), source))
         try:
-            body = self.exchange(dict(data.validated_data), request._request)
+            authenticate_client(client_id, secret)
+        except ExchangeError as exc:
+            ratelimit.hit(ratelimit.token_failure_limit(), source)
+            return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
+        _within(ratelimit.hit(ratelimit.token_limits()[0], client_id))
+        try:
+            body = self.exchange(values, request._request)
         except ExchangeError as exc:
             return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
         return Response(body)
+
+
+def _within(verdict: ratelimit.Verdict) -> None:
+    if not verdict.allowed:
+        # The error handler adds one second to the wait it is given (Retry-After).
+        raise exceptions.Throttled(wait=max(0, verdict.retry_after - 1))
 
 
 class TokenView(ExchangeView):
@@ -121,6 +134,7 @@ class LegacyTokensView(ExchangeView):
     """POST /v1/connect/tokens (Human API v1): session token -> access token + public token."""
 
     client_field = "clientId"
+    secret_field = "clientSecret"  # noqa: S105 - a field name, not a secret
 
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)
@@ -142,6 +156,7 @@ class LegacyPublicTokensView(ExchangeView):
     """POST /v1/connect/publictokens (Human API v1): a fresh public token for a Human."""
 
     client_field = "clientId"
+    secret_field = "clientSecret"  # noqa: S105 - a field name, not a secret
 
     class Input(serializers.Serializer[dict[str, Any]]):
         humanId = serializers.CharField(max_length=64)

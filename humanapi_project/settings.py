@@ -187,11 +187,16 @@ LEGACY_ACCESS_TOKEN_TTL = env_int("LEGACY_ACCESS_TOKEN_TTL", 365 * 86400, minimu
 # How long a user has to finish a provider's OAuth authorize page (seconds).
 OAUTH_STATE_TTL = env_int("OAUTH_STATE_TTL", 600, minimum=30)
 
-# Rate limits of the token endpoints: requests per window, per client_id and per client IP.
+# Rate limits of the token endpoints: requests per window, per client IP, per Application (right
+# secret only) and per (client_id, IP) for wrong credentials.
 # Counters live in PostgreSQL (shared by every web process), or in Redis when
 # RATE_LIMIT_REDIS_URL is set. 0 disables a limit.
 RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60, minimum=1)
+# Per Application, counting only requests whose client secret is right: anyone can send a
+# client_id, so failures must never use up the tenant's own budget.
 RATE_LIMIT_TOKEN_PER_CLIENT = env_int("RATE_LIMIT_TOKEN_PER_CLIENT", 600)
+# Wrong credentials per (client_id, address): guessing a secret is slowed where it comes from.
+RATE_LIMIT_TOKEN_FAILURES = env_int("RATE_LIMIT_TOKEN_FAILURES", 20)
 RATE_LIMIT_TOKEN_PER_IP = env_int("RATE_LIMIT_TOKEN_PER_IP", 300)
 RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", "")
 

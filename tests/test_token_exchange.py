@@ -361,7 +361,7 @@ def test_it_limits_token_requests_per_client(alice: Persona, settings: Any) -> N
     limited = answers[-1]
     assert set(limited.json()) == ENVELOPE and limited.json()["statusCode"] == 429
     assert 1 <= int(limited["Retry-After"]) <= settings.RATE_LIMIT_WINDOW
-    # Wrong secrets count too (guessing is what the limit is for); other clients are not affected.
+    # Other clients are not affected.
     other = post(
         Client(), "/v1/connect/token", {"client_id": "other", "client_secret": "x", "type": "id", "client_user_id": "u"}
     )
@@ -369,7 +369,7 @@ def test_it_limits_token_requests_per_client(alice: Persona, settings: Any) -> N
 
 
 def test_it_cannot_be_dodged_by_padding_the_client_id_or_adding_a_decoy(alice: Persona, settings: Any) -> None:
-    settings.RATE_LIMIT_TOKEN_PER_CLIENT = 2
+    settings.RATE_LIMIT_TOKEN_FAILURES = 2  # wrong secrets from one address, per client
     settings.RATE_LIMIT_TOKEN_PER_IP = 100
     client_id, secret = alice.app.application.client_id, alice.app.client_secret
     padded = [
@@ -425,6 +425,37 @@ def test_it_can_keep_its_counters_in_redis(db: None, settings: Any) -> None:
     assert [ratelimit.hit(limit, "k").allowed for _ in range(3)][:2] == [True, True]
     assert not ratelimit.hit(limit, "k").allowed
     assert not RateLimitBucket.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_cannot_be_locked_out_by_anyone_who_knows_its_client_id(alice: Persona, tmp_path: Path) -> None:
+    """On a running server behind one trusted proxy: junk secrets sent with the tenant's public
+    client_id from a few addresses slow those addresses down, never the tenant."""
+    limits = {"RATE_LIMIT_TOKEN_PER_CLIENT": "10", "RATE_LIMIT_TOKEN_FAILURES": "5", "TRUSTED_PROXIES": "1"}
+    stack = start_stack(tmp_path, {**limits, "RATE_LIMIT_TOKEN_PER_IP": "1000"}, worker=False)
+    try:
+        body = {
+            "client_id": alice.app.application.client_id,
+            "type": "id",
+            "client_user_id": alice.human.client_user_id,
+        }
+
+        def attempt(secret: str, address: str) -> int:
+            answer = requests.post(
+                stack.url("/v1/connect/token"),
+                json={**body, "client_secret": secret},
+                headers={"X-Forwarded-For": address},
+                timeout=10,
+            )
+            return answer.status_code
+
+        attackers = ("203.0.113.7", "198.51.100.9", "192.0.2.44")
+        junk = Counter(attempt(f"guess-{n}", attackers[n % 3]) for n in range(60))
+        assert junk == {401: 15, 429: 45}  # five failures per address, then nothing more is tried
+        tenant = [attempt(alice.app.client_secret, "198.18.0.1") for _ in range(11)]
+        assert tenant == [200] * 10 + [429]  # the tenant's whole budget, its own
+    finally:
+        stop_stack(stack)
 
 
 @pytest.mark.django_db(transaction=True)
