@@ -9,20 +9,23 @@ a conditional update so two workers never post the same attempt twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import secrets
 import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -171,18 +174,57 @@ def _post(url: str, secret: str, body: bytes, event_type: str) -> Outcome:
     started = time.monotonic()
     status_code, error = None, ""
     try:
-        # stream=True: only the status line and headers are awaited; the body is never read.
-        with requests.post(
-            url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT, allow_redirects=False, stream=True
-        ) as response:
-            status_code = response.status_code
+        status_code = _post_within(url, body, headers, DELIVERY_TIMEOUT)
         if not 200 <= status_code < 300:
             error = f"answered HTTP {status_code}"
-    except requests.Timeout:
+    except TimeoutError:
         error = f"no answer within {DELIVERY_TIMEOUT:g} s"
-    except requests.RequestException as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         error = f"request failed: {type(exc).__name__}"
     return Outcome(status_code, error, int((time.monotonic() - started) * 1000))
+
+
+def _post_within(url: str, body: bytes, headers: dict[str, str], deadline: float) -> int:
+    """POST and read the status line and headers (never the body), all within `deadline`
+    seconds. Socket timeouts bound each wait only: a receiver that trickles its answer a byte
+    at a time would hold a worker for as long as it likes, so a watchdog cuts the connection
+    when the deadline passes. Redirects are not followed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    port = parts.port
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname, port, timeout=deadline, context=ssl.create_default_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, port, timeout=deadline)
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(deadline, cut)
+    watchdog.start()
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError from None
+        raise
+    finally:
+        watchdog.cancel()
+        connection.close()
+    if expired.is_set():
+        raise TimeoutError
+    return status
 
 
 def deliver(notification_id: int) -> bool | None:

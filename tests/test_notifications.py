@@ -3,8 +3,11 @@ app would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -158,6 +161,43 @@ def test_it_stops_waiting_for_a_slow_receiver_after_3_seconds(alice: Persona, re
     attempt = DeliveryAttempt.objects.get(notification=notification)
     assert attempt.error == "no answer within 3 s" and attempt.status_code is None
     assert 2900 <= attempt.duration_ms < 5000
+
+
+def test_it_cuts_off_a_receiver_that_trickles_its_answer_after_3_seconds(alice: Persona) -> None:
+    """A receiver that sends its status line a byte at a time keeps every socket read short:
+    only an overall deadline frees the worker."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        peer, _ = server.accept()
+        with peer:
+            peer.recv(65536)  # the request
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+                if stop.wait(0.4):
+                    return
+                with contextlib.suppress(OSError):
+                    peer.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hooks/humanapi"
+    Application.objects.filter(pk=alice.app.application.pk).update(notify_url=url)
+    alice.human.application.notify_url = url
+    notification = notify_connection_event(connection_of(alice), "source.connected")
+    assert notification is not None
+    try:
+        started = time.monotonic()
+        assert deliver(notification.pk) is False
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+    assert DELIVERY_TIMEOUT <= elapsed < DELIVERY_TIMEOUT + 1
+    attempt = DeliveryAttempt.objects.get(notification=notification)
+    assert attempt.error == "no answer within 3 s" and attempt.status_code is None
+    notification.refresh_from_db()
+    assert notification.next_attempt_at is not None and notification.gave_up_at is None  # retried later
 
 
 def test_it_lets_only_one_worker_take_an_attempt(alice: Persona, receiver: WebhookReceiver) -> None:
