@@ -287,10 +287,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # requests-oauthlib and oauthlib log token request and response bodies at DEBUG.
+    # requests-oauthlib and oauthlib log token request and response bodies at DEBUG, and urllib3
+    # every request line, with its query string (Humanity's access_token travels there).
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "requests_oauthlib": {"level": "WARNING"},
         "oauthlib": {"level": "WARNING"},
+        "urllib3": {"level": "INFO"},
     },
 }

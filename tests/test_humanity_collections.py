@@ -4,9 +4,13 @@ own user's records and keeps only those; its time-text reading is linear."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +22,10 @@ from sources.models import Connection, SyncOutcome, SyncRun
 from sources.providers import humanity as plugin
 from sources.sync import connection_sync
 from tests.data_api_helpers import access_client
-from tests.emulators.humanity import EMPLOYEE_ID, OTHER_EMPLOYEE_ID, HumanityEmulator
+from tests.emulators.humanity import EMPLOYEE_ID, OTHER_EMPLOYEE_ID, PASSWORD, HumanityEmulator
 from tests.factories import Persona
 from tests.humanity_helpers import good_form, humanity_settings, post_connect_form, seed
+from tests.live import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -284,3 +289,24 @@ def test_the_old_unix_reading_cannot_read_a_documented_shift_and_this_one_does()
     assert record.start_time == datetime(2026, 12, 7, 14, tzinfo=UTC)
     assert record.end_time == datetime(2026, 12, 7, 22, tzinfo=UTC)
     assert (record.tz_offset, record.local_day) == (-300, date(2026, 12, 7))
+
+
+def test_it_keeps_tokens_out_of_debug_logs(humanity: HumanityEmulator, alice: Persona) -> None:
+    """A worker run with LOG_LEVEL=DEBUG: Humanity's access token travels in the query string,
+    and no log line may carry it (nor the refresh token, nor the password)."""
+    connection = connect(humanity, alice)
+    credentials = connection.credentials
+    env = {**os.environ, "LOG_LEVEL": "DEBUG", "DATABASE_URL": database_url(), **humanity_settings(humanity)}
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "sync_connection", connection.pk],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    logs = ran.stdout + ran.stderr
+    assert humanity.calls["/api/v2/shifts"]  # the provider was called, with the token in the query
+    for secret in (credentials["access_token"], credentials["refresh_token"], PASSWORD):
+        assert secret not in logs, "a secret reached the logs"
