@@ -281,7 +281,7 @@ def _form_body(request: HttpRequest) -> dict[str, str]:
     if request.content_type == "application/json":
         try:
             parsed = json.loads(request.body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
     return {key: str(value) for key, value in request.POST.items()}

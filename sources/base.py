@@ -222,6 +222,33 @@ class SourcePlugin:
         raise NotImplementedError
 
 
+# A token lifetime past this is not believed (and would overflow a datetime if absurd enough).
+MAX_TOKEN_LIFETIME = timedelta(days=3660)
+
+
+def token_expiry(token: Mapping[str, Any], now: datetime) -> datetime | None:
+    """When a provider's token answer says the access token expires: `expires_in` seconds (a
+    number, or digits in text) or an absolute `expires_at` (Unix seconds). Anything else, or a
+    value out of reason, is taken as unknown: the token is then refreshed when it is refused."""
+    relative, absolute = _seconds(token.get("expires_in")), _seconds(token.get("expires_at"))
+    if relative is not None and 0 < relative <= MAX_TOKEN_LIFETIME.total_seconds():
+        return now + timedelta(seconds=relative)
+    if absolute is not None and now.timestamp() < absolute <= (now + MAX_TOKEN_LIFETIME).timestamp():
+        return datetime.fromtimestamp(absolute, now.tzinfo)
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        value = float(text) if text.replace(".", "", 1).isdigit() and len(text) <= 20 else None
+    if isinstance(value, int | float) and value == value and abs(value) < 1e15:  # not NaN, not absurd
+        return float(value)
+    return None
+
+
 class SourceError(Exception):
     """Base of what a plugin raises; messages must never contain secrets."""
 

@@ -197,8 +197,8 @@ def decode_json(response: requests.Response) -> Any:
 
     try:
         return response.json()
-    except (ValueError, jsonlib.JSONDecodeError):
-        raise TransientError(f"{_safe(response.url)} returned a body that is not JSON") from None
+    except (ValueError, jsonlib.JSONDecodeError, RecursionError):
+        raise TransientError(f"{_safe(response.url)} returned a body that is not JSON (or nested too deeply)") from None
 
 
 def _safe(url: str) -> str:

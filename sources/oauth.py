@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -25,6 +26,7 @@ from .base import (
     RefreshRefused,
     SourcePlugin,
     TransientError,
+    token_expiry,
 )
 from .http import DEFAULT_TIMEOUT, TRANSIENT_FAILURES, ProviderHttp, raise_for_token_status
 
@@ -138,18 +140,14 @@ class OAuth2CodeSource(SourcePlugin):
 
     def _judge_token_response(self, response: requests.Response) -> requests.Response:
         raise_for_token_status(response, self.name)
-        return response
+        return _without_unreadable_lifetime(response)
 
     def credentials_from_token(
         self, token: dict[str, Any], http: ProviderHttp, previous: dict[str, Any] | None = None
     ) -> Credentials:
         if not token.get("access_token"):
             raise RefreshRefused(f"{self.name} returned no access token")
-        expires_at = None
-        if token.get("expires_in") is not None:
-            expires_at = datetime.now(UTC) + timedelta(seconds=float(token["expires_in"]))
-        elif token.get("expires_at") is not None:
-            expires_at = datetime.fromtimestamp(float(token["expires_at"]), UTC)
+        expires_at = token_expiry(token, datetime.now(UTC))
         data = {
             "access_token": token["access_token"],
             "refresh_token": token.get("refresh_token", ""),
@@ -166,3 +164,19 @@ class OAuth2CodeSource(SourcePlugin):
 
     def auth_headers(self, credentials: dict[str, Any]) -> dict[str, str]:
         return {"Authorization": f"Bearer {credentials['access_token']}"}
+
+
+def _without_unreadable_lifetime(response: requests.Response) -> requests.Response:
+    """oauthlib turns `expires_in` into an absolute expiry with int(): a lifetime it can't read
+    ("soon", 1e400, a list) would fail the whole grant, and `true` would pass as one second. Such
+    a lifetime is dropped before oauthlib sees it: the expiry is then unknown, and the token is
+    refreshed when the provider refuses it (`token_expiry`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response  # oauthlib reports a malformed body itself
+    unreadable = isinstance(body, dict) and "expires_in" in body
+    if unreadable and token_expiry({"expires_in": body["expires_in"]}, datetime.now(UTC)) is None:
+        del body["expires_in"]
+        response._content = json.dumps(body).encode()
+    return response

@@ -109,3 +109,14 @@ def test_it_refuses_a_wrong_method_with_the_json_envelope(path: str, db: None) -
     assert response.status_code == 405
     assert response.json()["statusCode"] == 405 and "POST" in response["Allow"]
     assert response["X-Request-Id"] == response.json()["requestId"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/connect/token", "/v1/connect/tokens", "/v1/connect/publictokens", "/connect/sources/demo/connect"],
+)
+def test_it_refuses_deeply_nested_json_with_a_400(path: str, db: None) -> None:
+    body = "[" * 100_000 + "]" * 100_000
+    response = Client(raise_request_exception=False).post(path, body, content_type="application/json")
+    assert 400 <= response.status_code < 500, response.content[:200]
+    assert response.json()["statusCode"] == response.status_code

@@ -144,6 +144,20 @@ def test_it_connects_an_oauth_source_with_pkce(alice: Persona, provider: OAuthPr
     assert script.status_code == 200 and b"opener.postMessage" in b"".join(script.streaming_content)
 
 
+@pytest.mark.parametrize("lifetime", ["1e400", 10**30, -5, "soon", None, True, [3600]])
+def test_it_connects_whatever_lifetime_the_provider_claims(
+    alice: Persona, provider: OAuthProviderEmulator, lifetime: Any
+) -> None:
+    """A hostile or broken `expires_in` is taken as an unknown lifetime (the token is refreshed
+    when it is refused), never a 500 in the user's popup."""
+    provider.expires_in = lifetime
+    token, value = session_of(alice)
+    _callback, page = flow(Client(), token, value)
+    assert page.status_code == 200 and result_of(page)["ok"] is True
+    connection = Connection.objects.get(human=alice.human, source=SLUG)
+    assert connection.token_expires_at is None
+
+
 def test_it_returns_to_connect_with_the_result_in_redirect_mode(
     alice: Persona, provider: OAuthProviderEmulator
 ) -> None:

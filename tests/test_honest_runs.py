@@ -298,3 +298,28 @@ def test_it_fails_only_the_part_that_refuses_a_freshly_refreshed_token(alice: Pe
     assert run.outcome == SyncOutcome.PARTIAL
     assert run.failures == {"weight": "refused a freshly refreshed token: 401: scope missing"}
     assert stored(connection, "shifts") == ["s1", "s2"]
+
+
+@pytest.mark.parametrize(
+    ("token", "seconds"),
+    [
+        ({"expires_in": 3600}, 3600),
+        ({"expires_in": "3600"}, 3600),
+        ({"expires_in": 21600.5}, 21600.5),
+        ({"expires_at": 1_767_229_200}, 3600),  # an hour after NOW
+        ({"expires_in": "1e400"}, None),
+        ({"expires_in": 10**30}, None),
+        ({"expires_in": -1}, None),
+        ({"expires_in": True}, None),
+        ({"expires_in": float("nan")}, None),
+        ({"expires_at": 10**20}, None),
+        ({"expires_at": 1_000}, None),  # long past
+        ({}, None),
+    ],
+)
+def test_it_reads_a_token_lifetime_or_takes_it_as_unknown(token: dict[str, Any], seconds: float | None) -> None:
+    from sources.base import token_expiry
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)  # 1_767_225_600
+    found = token_expiry(token, now)
+    assert ((found - now).total_seconds() if found else None) == seconds

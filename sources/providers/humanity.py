@@ -55,6 +55,7 @@ from ..base import (
     TokenRejected,
     TransientError,
     Window,
+    token_expiry,
 )
 from ..http import ProviderHttp, decode_json, oauth_error_code, parse_retry_after, raise_for_token_status
 
@@ -235,8 +236,7 @@ class HumanitySource(SourcePlugin):
             "refresh_token": token.get("refresh_token") or previous.get("refresh_token", ""),
             "employee_id": employee_id,
         }
-        lifetime = token.get("expires_in")
-        expires_at = datetime.now(UTC) + timedelta(seconds=float(lifetime)) if lifetime else None
+        expires_at = token_expiry({"expires_in": token.get("expires_in")}, datetime.now(UTC))
         return Credentials(data=data, expires_at=expires_at, external_user_id=employee_id)
 
     def token_request(

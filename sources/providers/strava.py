@@ -38,6 +38,7 @@ from ..base import (
     TokenRejected,
     TransientError,
     Window,
+    token_expiry,
 )
 from ..http import ProviderHttp, decode_json, raise_for_status, raise_for_token_status
 from ..oauth import OAuth2CodeSource
@@ -132,10 +133,10 @@ class StravaSource(OAuth2CodeSource):
         self, token: dict[str, Any], http: ProviderHttp, previous: dict[str, Any] | None = None
     ) -> Credentials:
         credentials = super().credentials_from_token(token, http, previous)
-        expires_at = token.get("expires_at")
-        if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
-            # Strava's absolute expiry is exact; expires_in is relative to when it answered.
-            credentials.expires_at = datetime.fromtimestamp(expires_at, UTC)
+        # Strava's absolute expiry is exact; expires_in is relative to when it answered.
+        exact = token_expiry({"expires_at": token.get("expires_at")}, datetime.now(UTC))
+        if exact is not None:
+            credentials.expires_at = exact
         return credentials
 
     def identify(self, token: dict[str, Any], http: ProviderHttp) -> str:

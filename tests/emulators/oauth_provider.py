@@ -56,6 +56,8 @@ class OAuthProviderEmulator:
     grants: Counter[str] = field(default_factory=Counter)
     refusals: list[str] = field(default_factory=list)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
+    # What token answers say of the lifetime (a test may send a hostile one).
+    expires_in: Any = 3600
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- WSGI ----------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class OAuthProviderEmulator:
             "access_token": access,
             "refresh_token": refresh,
             "token_type": "Bearer",
-            "expires_in": 3600,
+            "expires_in": self.expires_in,
             "scope": "activity",
             "user_id": self.user_id,
         }
