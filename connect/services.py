@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,12 +47,41 @@ class CreatedApplication:
         }
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
 def origin_normalize(value: str) -> str:
-    """`https://app.example.com[:port]` from what an operator typed; ValueError if not an origin."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"{value!r} is not an origin like https://app.example.com")
-    return f"{parts.scheme}://{parts.netloc}"
+    """`https://app.example.com[:port]` from what an operator typed; ValueError if not exactly one
+    origin. It goes into Connect's `frame-ancestors` and is a postMessage target, so anything
+    else (a space and a `*`, a `;`, a wildcard host, credentials) would widen who may frame
+    Connect, or break its messages."""
+    text = value.strip()
+    problem = ValueError(f"{value!r} is not an origin like https://app.example.com")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise problem
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        raise problem from None
+    if parts.username is not None or parts.password is not None or not _is_host(host):
+        raise problem
+    if port is not None and not 0 < port < 65536:
+        raise problem
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name or an IP address, and nothing else (no `*`, no spaces)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.split(".")
+    return 0 < len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def application_create(

@@ -170,3 +170,32 @@ def test_it_serves_the_page_assets_and_the_drop_in_client(client: Client, db: No
         assert response["Content-Type"].startswith(kind)
         assert marker in b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
     assert client.get("/connect/assets/..%2Fviews.py").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["https://a.com *", "https://a.com;script-src *", "https://*.a.com", "https://user@a.com", "https://a.com:0"],
+)
+def test_it_never_lets_an_operator_widen_who_may_frame_connect(typed: str, db: None) -> None:
+    from django.core.management import CommandError, call_command
+
+    from connect.admin import ApplicationCreateForm
+
+    with pytest.raises(CommandError, match="is not an origin"):
+        call_command("create_application", "--name", "Bob's app", "--origin", typed)
+    form = ApplicationCreateForm(data={"name": "Bob's app", "allowed_origins": typed, "notify_url": ""})
+    assert not form.is_valid() and "is not an origin" in str(form.errors["allowed_origins"])
+
+
+def test_it_frames_connect_only_from_the_exact_origins_typed(client: Client, db: None) -> None:
+    from connect.admin import ApplicationCreateForm
+
+    form = ApplicationCreateForm(
+        data={
+            "name": "Bob's app",
+            "allowed_origins": "https://App.Example.com:8443/\nhttp://[::1]:3000",
+            "notify_url": "",
+        }
+    )
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["allowed_origins"] == ["https://app.example.com:8443", "http://[::1]:3000"]

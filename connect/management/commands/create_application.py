@@ -4,15 +4,15 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connect.services import application_create
+from connect.services import application_create, origin_normalize
 from data_api.notifications import refused_notify_url
 
 
 def origin(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
-        raise CommandError(f"--origin {value!r} is not an origin like https://app.example.com")
-    return f"{parts.scheme}://{parts.netloc}"
+    try:
+        return origin_normalize(value)
+    except ValueError as exc:
+        raise CommandError(f"--origin {exc}") from None
 
 
 class Command(BaseCommand):
