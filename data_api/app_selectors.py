@@ -23,7 +23,6 @@ from .records import (
     Page,
     Window,
     iso_ms,
-    parse_day,
     parse_instant,
     parse_int,
     record_json,
@@ -49,25 +48,6 @@ def paginate(queryset: QuerySet[Any], params: QueryDict, render: Callable[[Any],
 def _since(params: QueryDict, name: str) -> Any:
     raw = params.get(name)
     return parse_instant(name, raw) if raw else None
-
-
-def _source_slug(params: QueryDict) -> str | None:
-    source = params.get("source")
-    if source is not None and not re.fullmatch(r"[a-z0-9_-]{1,64}", source):
-        raise ValidationError({"source": f"not a source slug: {source!r}"})
-    return source
-
-
-def _day_range(params: QueryDict) -> tuple[Any, Any] | None:
-    start, end = params.get("start_date"), params.get("end_date")
-    if (start is None) != (end is None):
-        raise ValidationError({"start_date" if start is None else "end_date": "start_date and end_date go together"})
-    if start is None or end is None:
-        return None
-    first, last = parse_day("start_date", start), parse_day("end_date", end)
-    if first > last:
-        raise ValidationError({"end_date": "end_date is before start_date"})
-    return first, last
 
 
 # --- users ---------------------------------------------------------------------------------

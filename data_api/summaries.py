@@ -232,15 +232,9 @@ def _store(
     )
 
 
-def refresh_stale(
-    human_ids: Sequence[str] | None, kinds: Sequence[str], application: Application | None = None
-) -> None:
-    """Recompute every stale rollup of these types, for these Humans or every Human of `application`."""
-    scope = DayStat.objects.filter(type__in=kinds, generation__gt=F("done_generation"))
-    if application is not None:
-        scope = scope.filter(human__application=application)
-    else:
-        scope = scope.filter(human_id__in=list(human_ids or []))
+def refresh_stale(application: Application, kinds: Sequence[str]) -> None:
+    """Recompute every stale rollup of these types, for every Human of `application`."""
+    scope = DayStat.objects.filter(type__in=kinds, generation__gt=F("done_generation"), human__application=application)
     for human_id, kind in scope.values_list("human_id", "type").distinct():
         refresh(human_id, kind)
 
@@ -458,7 +452,7 @@ def app_summary_page(*, application: Application, kind: str, filters: Filters, w
         found = sorted(_on_the_fly(humans, kind, filters), key=lambda hs: (hs[1].updated_at, hs[0], hs[1].day))
         chosen = found[window.offset : window.offset + window.limit]
         return Page([summary_json(h, s) for h, s in chosen], len(found), window.limit, window.offset)
-    refresh_stale(None, stored_types(kind), application)
+    refresh_stale(application, stored_types(kind))
     scope = "d.human_id IN (SELECT h.id FROM connect_human h WHERE h.application_id = %s)"
     chosen_sql, where, params = _chosen_sql(scope, [application.pk], kind, filters, application.pk)
     with db.cursor() as cursor:
