@@ -3,8 +3,9 @@
 A 365-day Demo history with 1-minute heart rate is synced by the engine (`manage.py
 sync_connection`, as a worker would) into a database of its own on DATABASE_URL's server, dropped at
 the end. The database's size is taken before and after (after a CHECKPOINT, so the files hold what
-was written), and divided by the heart-rate readings stored. Also printed: the record table's heap
-and index sizes per row.
+was written), and divided by the heart-rate readings stored (everything else the sync wrote, its
+activities, sleeps, weights, runs, counts against them too). Also printed: the series table's
+bytes per reading and the record table's heap and index sizes per row.
 
 Last line: `bytes_per_reading=<n> readings=<n>`.
 """
@@ -50,20 +51,27 @@ def main() -> None:
         )
         after = size()
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM data_api_record WHERE type = 'heart_rate'")
-            readings = int(cursor.fetchone()[0])
+            cursor.execute("SELECT coalesce(sum(count), 0), count(*) FROM data_api_series WHERE type = 'heart_rate'")
+            readings, day_rows = (int(v) for v in cursor.fetchone())
             cursor.execute("SELECT count(*) FROM data_api_record")
             rows = int(cursor.fetchone()[0])
-            cursor.execute(
-                "SELECT pg_relation_size('data_api_record'), pg_indexes_size('data_api_record'),"
-                " pg_total_relation_size('data_api_record')"
-            )
-            heap, indexes, total = (int(v) for v in cursor.fetchone())
-        print(f"{DAYS}-day Demo history, 1-minute heart rate: {readings:,} readings of {rows:,} records")
+            sizes = {}
+            for table in ("data_api_record", "data_api_series"):
+                cursor.execute(
+                    "SELECT pg_relation_size(%s), pg_indexes_size(%s), pg_total_relation_size(%s)", [table] * 3
+                )
+                sizes[table] = tuple(int(v) for v in cursor.fetchone())
+        print(f"{DAYS}-day Demo history, 1-minute heart rate: {readings:,} readings in {day_rows:,} day rows")
         print(f"database: {before / 2**20:.1f} MiB before, {after / 2**20:.1f} MiB after")
+        heap, indexes, total = sizes["data_api_series"]
         print(
-            f"record table: heap {heap / rows:.0f} B/row, indexes {indexes / rows:.0f} B/row, "
-            f"all {total / rows:.0f} B/row"
+            f"series table (heap + TOAST {total - indexes:,} B, indexes {indexes:,} B): "
+            f"{total / max(readings, 1):.1f} B/reading"
+        )
+        heap, indexes, total = sizes["data_api_record"]
+        print(
+            f"record table, the {rows:,} other records: heap {heap / max(rows, 1):.0f} B/row, "
+            f"indexes {indexes / max(rows, 1):.0f} B/row, all {total / max(rows, 1):.0f} B/row"
         )
         print(f"bytes_per_reading={(after - before) / readings:.0f} readings={readings}")
     finally:

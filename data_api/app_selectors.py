@@ -14,8 +14,10 @@ from rest_framework.exceptions import ValidationError
 
 from connect.models import Application, AuditEntry, Human
 from sources.models import Connection, SyncRun
+from sources.types import SERIES, SUMMARIZED
 
 from .models import Record
+from .readings import app_reading_page
 from .records import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -28,7 +30,7 @@ from .records import (
     record_json,
 )
 from .selectors import connection_json
-from .summaries import SUMMARIZED, SUMMARY_KINDS, app_summary_page
+from .summaries import SUMMARY_KINDS, app_summary_page
 
 # Daily summaries served in batch: the Data API's summaries whose measures are all sums, so
 # they can be computed for every user of an Application in one grouped query.
@@ -78,6 +80,15 @@ def app_human(application: Application, human_id: str) -> Human | None:
 
 
 # --- batch records -------------------------------------------------------------------------
+
+
+def batch_page(application: Application, record_type: str, params: QueryDict) -> Page:
+    """One page of the batch feed of a record type (see batch_records)."""
+    if record_type in SERIES:
+        limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+        window = Window(limit, parse_int("offset", params.get("offset"), 0, 0))
+        return app_reading_page(application=application, kind=record_type, filters=Filters.parse(params), window=window)
+    return paginate(batch_records(application, record_type, params), params, batch_record_json)
 
 
 def batch_records(application: Application, record_type: str, params: QueryDict) -> QuerySet[Record]:

@@ -14,7 +14,7 @@ from connect.models import Actor, Application, Human, Token
 from sources.models import Connection, ConnectionStatus
 from sources.services import connection_request_sync
 
-from .models import Record
+from .models import Record, Series
 
 # Rows per DELETE when erasing a user's records: small enough that each statement is short and
 # holds its locks briefly, large enough that millions of rows take a few hundred statements.
@@ -68,6 +68,7 @@ def app_user_delete(*, human: Human, request: HttpRequest | None, batch: int = D
     with transaction.atomic():
         sources = list(Connection.objects.select_for_update().filter(human=human).values_list("source", flat=True))
         records += _delete_records(human_id, batch)
+        records += _delete_series(human_id)
         human.delete()
         audit(
             "user.deleted",
@@ -96,6 +97,14 @@ def _delete_records(human_id: str, batch: int) -> int:
         total += deleted
         if deleted < batch:
             return total
+
+
+def _delete_series(human_id: str) -> int:
+    """The user's compact time series (a row per day): the readings they held."""
+    days = Series.objects.filter(human_id=human_id)
+    readings = sum(days.values_list("count", flat=True))
+    days.delete()
+    return readings
 
 
 def app_user_request_sync(*, human: Human, source: str | None, request: HttpRequest | None) -> list[Connection]:

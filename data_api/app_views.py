@@ -120,8 +120,7 @@ class BatchRecordsView(AppView):
     record_type = ""
 
     def get(self, request: Request, client_id: str) -> Response:
-        queryset = selectors.batch_records(self.application, self.record_type, request.query_params)
-        return self.page_response(selectors.paginate(queryset, request.query_params, selectors.batch_record_json))
+        return self.page_response(selectors.batch_page(self.application, self.record_type, request.query_params))
 
 
 class BatchSummariesView(AppView):

@@ -44,6 +44,45 @@ class Record(models.Model):
         return f"{self.type} {self.external_id}"
 
 
+class Series(models.Model):
+    """The readings of one high-frequency type (heart rate, ...) from one connection on one
+    local day, in one row: `payload` holds them compressed (data_api.series encodes it).
+
+    A reading costs a few bytes instead of a row with its indexes, a day of them is written and
+    read as one row, and the header columns let a list be positioned without opening a payload:
+    `count`, the first and last reading's instant (epoch ms), and `stamps`, how many readings
+    carry each (createdAt, updatedAt) pair, so filters on those times are counted exactly. A
+    reading's id is `id << SLOT_BITS | slot`; its slot is given once and never reused.
+    """
+
+    human = models.ForeignKey("connect.Human", on_delete=models.CASCADE, related_name="+", db_index=False)
+    connection = models.ForeignKey("sources.Connection", on_delete=models.CASCADE, related_name="+", db_index=False)
+    source = models.CharField(max_length=64)
+    type = models.CharField(max_length=32)
+    local_day = models.DateField()
+    count = models.IntegerField(default=0)
+    first_ms = models.BigIntegerField()
+    last_ms = models.BigIntegerField()
+    # Oldest createdAt and newest updatedAt of its readings (epoch ms), for the batch feeds.
+    created_ms = models.BigIntegerField()
+    updated_ms = models.BigIntegerField()
+    stamps = models.JSONField(default=list)  # [[created_ms, updated_ms, count], ...]
+    next_slot = models.IntegerField(default=0)
+    payload = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "type", "local_day"], name="series_natural_key"),
+        ]
+        indexes = [
+            models.Index(fields=["human", "type", "local_day"], name="series_day_idx"),
+            models.Index(fields=["type", "updated_ms"], name="series_updated_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.local_day} of {self.connection_id}"
+
+
 class TypeVersion(models.Model):
     """How many times one Human's records of one type have changed (PostgreSQL only).
 

@@ -27,7 +27,9 @@ from django.db.models import QuerySet
 from connect.models import Human
 from sources.models import Connection, ConnectionStatus, SyncOutcome, SyncRun
 from sources.registry import get_plugin
+from sources.types import SERIES
 
+from . import readings
 from .models import Record
 from .records import (
     MEASUREMENTS,
@@ -49,6 +51,8 @@ def records_of(human: Human, kind: str) -> QuerySet[Record]:
 
 def record_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
     """One page of a list, newest first (tie-break: id, descending)."""
+    if kind in SERIES:
+        return readings.reading_page(human=human, kind=kind, filters=filters, window=window)
     if db.vendor != "postgresql":
         queryset = filters.apply(records_of(human, kind))
         total = queryset.count()
@@ -180,6 +184,8 @@ def _forget_stale_lists(cursor: Any, human_id: str, kind: str, keep: int) -> Non
 
 def record_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
     """One record of this Human and type; None for another Human's id or a malformed one."""
+    if kind in SERIES:
+        return readings.reading_detail(human=human, kind=kind, record_id=record_id)
     if not record_id.isdigit() or len(record_id) > 18:
         return None
     row = rows_for_json(records_of(human, kind).filter(pk=int(record_id))).first()
@@ -187,6 +193,8 @@ def record_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] 
 
 
 def latest_reading(*, human: Human, kind: str) -> dict[str, Any]:
+    if kind in SERIES:
+        return readings.latest(human=human, kind=kind)
     row = rows_for_json(records_of(human, kind).order_by("-start_time", "-id")).first()
     return row_json(row) if row else {}
 

@@ -18,7 +18,6 @@ getactivity) answer for that source's day before the sum of its activities.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -31,54 +30,10 @@ from django.db import connection as db
 from django.db.models import F
 
 from connect.models import Application, Human
-from sources.types import daily_totals_of
+from sources.types import SERIES, SUMMARIZED, Measure, aggregate, daily_totals_of, finish
 
 from .models import DayStat, Record
 from .records import Filters, Page, UtcText, Window, iso_ms
-
-
-@dataclass(frozen=True)
-class Measure:
-    name: str  # the summary's field
-    agg: str  # sum | min | max | avg | p10 (the 10th percentile, a resting rate)
-    field: str  # the record's data key; "" for the value column
-    digits: int  # 0: an integer
-
-
-ACTIVITY_MEASURES = (
-    Measure("steps", "sum", "steps", 0),
-    Measure("distance", "sum", "distance", 1),
-    Measure("calories", "sum", "calories", 1),
-    Measure("activeCalories", "sum", "activeCalories", 1),
-    Measure("duration", "sum", "duration", 0),
-    Measure("sedentary", "sum", "sedentary", 0),
-    Measure("light", "sum", "light", 0),
-    Measure("moderate", "sum", "moderate", 0),
-    Measure("vigorous", "sum", "vigorous", 0),
-)
-
-# Stored type -> the measures of its daily rollup. A summary route's kind and the daily totals
-# that answer for it share their measures, so a day reads the same whichever answered.
-SUMMARIZED: dict[str, tuple[Measure, ...]] = {
-    "activities": ACTIVITY_MEASURES,
-    "activity_summaries": ACTIVITY_MEASURES,
-    "sleeps": (
-        Measure("timeAsleep", "sum", "timeAsleep", 0),
-        Measure("timeAwake", "sum", "timeAwake", 0),
-        Measure("timeInBed", "sum", "timeInBed", 0),
-        Measure("numberOfWakeups", "sum", "numberOfWakeups", 0),
-        Measure("deepSleep", "sum", "deepSleep", 0),
-        Measure("lightSleep", "sum", "lightSleep", 0),
-        Measure("remSleep", "sum", "remSleep", 0),
-    ),
-    "heart_rate": (
-        Measure("min", "min", "", 0),
-        Measure("max", "max", "", 0),
-        Measure("avg", "avg", "", 1),
-        Measure("restingHeartRate", "p10", "", 0),
-    ),
-}
-
 
 # The summary routes' kinds (the others in SUMMARIZED are daily totals that answer for one).
 SUMMARY_KINDS = ("activities", "sleeps", "heart_rate")
@@ -154,22 +109,6 @@ def day_json(
     }
 
 
-def finish(kind: str, values: Sequence[Any]) -> dict[str, Any]:
-    """The summary's fields from its aggregates, in SUMMARIZED order."""
-    stats: dict[str, Any] = {}
-    for measure, value in zip(SUMMARIZED[kind], values, strict=True):
-        if value is None:
-            stats[measure.name] = None
-        else:
-            stats[measure.name] = round(float(value)) if measure.digits == 0 else round(float(value), measure.digits)
-    if kind == "sleeps":
-        in_bed = stats.get("timeInBed") or 0
-        stats["efficiency"] = round(100 * (stats.get("timeAsleep") or 0) / in_bed) if in_bed else None
-    if kind == "heart_rate":
-        stats["unit"] = "bpm"
-    return stats
-
-
 # --- PostgreSQL: aggregate SQL ---------------------------------------------------------------
 
 
@@ -192,6 +131,8 @@ def _summaries_from_rows(kind: str, rows: Iterable[Sequence[Any]]) -> list[DaySu
 
 def refresh(human_id: str, kind: str) -> None:
     """Recompute the stale (day, source) rollups of one Human's stored type `kind`."""
+    if kind in SERIES:
+        return  # written with the readings themselves (data_api.series), never stale
     stale = {
         (day, source): generation
         for day, source, generation in DayStat.objects.filter(
@@ -328,6 +269,9 @@ def _on_the_fly(humans: Sequence[Human], kind: str, filters: Filters) -> list[tu
     for human in humans:
         candidates: list[tuple[str, DaySummary]] = []
         for stored in stored_types(kind):
+            if stored in SERIES:  # their rollups are written with them (data_api.series)
+                candidates.extend((stored, s) for s in _series_rollups(human, stored, scope))
+                continue
             queryset = scope.apply(Record.objects.filter(human_id=human.pk, type=stored))
             rows = queryset.values_list("local_day", "source", "value", "data", "created_at", "updated_at")
             candidates.extend((stored, s) for s in _aggregate_in_python(stored, rows))
@@ -345,6 +289,19 @@ def _on_the_fly(humans: Sequence[Human], kind: str, filters: Filters) -> list[tu
             if _matches(answer, filters):
                 chosen.append((human.pk, answer))
     return sorted(chosen, key=lambda item: item[1].day, reverse=True)
+
+
+def _series_rollups(human: Human, kind: str, scope: Filters) -> list[DaySummary]:
+    rows = DayStat.objects.filter(human_id=human.pk, type=kind, count__gt=0)
+    for column, op, value in scope.conditions():
+        lookup = {">=": "__gte", "<=": "__lte", "=": ""}[op]
+        rows = rows.filter(**{f"{column}{lookup}": value})
+    return [
+        DaySummary(kind, day, count, stats, created, updated, source)
+        for day, source, count, stats, created, updated in rows.values_list(
+            "local_day", "source", "count", "stats", "created_at", "updated_at"
+        )
+    ]
 
 
 def _source_rank(human: Human) -> Any:
@@ -377,19 +334,7 @@ def _aggregate_in_python(kind: str, rows: Iterable[tuple[date, str, Any, Any, da
 
 def _python_aggregate(measure: Measure, items: list[tuple[Any, Any, datetime, datetime]]) -> float | None:
     raw = [item[0] if not measure.field else (item[1] or {}).get(measure.field) for item in items]
-    values = sorted(float(v) for v in raw if v is not None)
-    if not values:
-        return None
-    if measure.agg == "sum":
-        return sum(values)
-    if measure.agg == "min":
-        return values[0]
-    if measure.agg == "max":
-        return values[-1]
-    if measure.agg == "avg":
-        return sum(values) / len(values)
-    # percentile_disc(0.1): the first value whose cumulative share reaches 10%.
-    return values[max(0, math.ceil(0.1 * len(values)) - 1)]
+    return aggregate(measure, [float(v) for v in raw if v is not None])
 
 
 def _matches(summary: DaySummary, filters: Filters) -> bool:

@@ -8,8 +8,10 @@ every plugin), so nothing is stored that no route serves.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,21 @@ class RecordType:
     summary_schema: str = ""
     # Readings: the unit every source's values are converted to.
     unit: str = ""
+    # Where its records live: "rows", one row each (data_api_record); "series", the readings
+    # of one connection and local day in one compressed row (data_api_series), for types a
+    # device sends every minute or more often.
+    storage: Literal["rows", "series"] = "rows"
 
 
 _TYPES = (
     RecordType(
-        "heart_rate", "reading", "heart_rate", batch=("heart_rates",), summary_schema="HeartRateSummary", unit="bpm"
+        "heart_rate",
+        "reading",
+        "heart_rate",
+        batch=("heart_rates",),
+        summary_schema="HeartRateSummary",
+        unit="bpm",
+        storage="series",
     ),
     RecordType("blood_glucose", "reading", "blood_glucose", batch=("blood_glucoses",), unit="mg/dL"),
     RecordType("blood_oxygen", "reading", "blood_oxygen", batch=("blood_oxygens",), unit="%"),
@@ -92,6 +104,8 @@ RECORD_TYPES: dict[str, RecordType] = {t.name: t for t in _TYPES}
 # Sleep stages, on every sleep whose source tells them: minutes in each (None where unknown).
 SLEEP_STAGES = ("deepSleep", "lightSleep", "remSleep", "timeAwake")
 MEASUREMENTS: tuple[str, ...] = tuple(t.name for t in _TYPES if t.kind == "reading")
+# Types stored as compact time series (see data_api.series).
+SERIES: frozenset[str] = frozenset(t.name for t in _TYPES if t.storage == "series")
 # URL path -> stored type
 PERIODIC: dict[str, str] = {t.route: t.name for t in _TYPES if t.kind == "period"}
 # Batch route -> stored type
@@ -103,3 +117,82 @@ SUMMARIZED_ROUTES: dict[str, str] = {t.route: t.name for t in _TYPES if t.summar
 def daily_totals_of(kind: str) -> tuple[str, ...]:
     """The daily-totals types that answer `kind`'s daily summaries."""
     return tuple(t.name for t in _TYPES if t.summary_of == kind)
+
+
+# --- daily summaries: what each summarized type's day is made of ----------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str  # the summary's field
+    agg: str  # sum | min | max | avg | p10 (the 10th percentile, a resting rate)
+    field: str  # the record's data key; "" for the value column
+    digits: int  # 0: an integer
+
+
+ACTIVITY_MEASURES = (
+    Measure("steps", "sum", "steps", 0),
+    Measure("distance", "sum", "distance", 1),
+    Measure("calories", "sum", "calories", 1),
+    Measure("activeCalories", "sum", "activeCalories", 1),
+    Measure("duration", "sum", "duration", 0),
+    Measure("sedentary", "sum", "sedentary", 0),
+    Measure("light", "sum", "light", 0),
+    Measure("moderate", "sum", "moderate", 0),
+    Measure("vigorous", "sum", "vigorous", 0),
+)
+
+# Stored type -> the measures of its daily rollup. A summary route's kind and the daily totals
+# that answer for it share their measures, so a day reads the same whichever answered.
+SUMMARIZED: dict[str, tuple[Measure, ...]] = {
+    "activities": ACTIVITY_MEASURES,
+    "activity_summaries": ACTIVITY_MEASURES,
+    "sleeps": (
+        Measure("timeAsleep", "sum", "timeAsleep", 0),
+        Measure("timeAwake", "sum", "timeAwake", 0),
+        Measure("timeInBed", "sum", "timeInBed", 0),
+        Measure("numberOfWakeups", "sum", "numberOfWakeups", 0),
+        Measure("deepSleep", "sum", "deepSleep", 0),
+        Measure("lightSleep", "sum", "lightSleep", 0),
+        Measure("remSleep", "sum", "remSleep", 0),
+    ),
+    "heart_rate": (
+        Measure("min", "min", "", 0),
+        Measure("max", "max", "", 0),
+        Measure("avg", "avg", "", 1),
+        Measure("restingHeartRate", "p10", "", 0),
+    ),
+}
+
+
+def finish(kind: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The summary's fields from its aggregates, in SUMMARIZED order."""
+    stats: dict[str, Any] = {}
+    for measure, value in zip(SUMMARIZED[kind], values, strict=True):
+        if value is None:
+            stats[measure.name] = None
+        else:
+            stats[measure.name] = round(float(value)) if measure.digits == 0 else round(float(value), measure.digits)
+    if kind == "sleeps":
+        in_bed = stats.get("timeInBed") or 0
+        stats["efficiency"] = round(100 * (stats.get("timeAsleep") or 0) / in_bed) if in_bed else None
+    if kind == "heart_rate":
+        stats["unit"] = "bpm"
+    return stats
+
+
+def aggregate(measure: Measure, values: list[float]) -> float | None:
+    """One measure of a day from its values (None where no record had one)."""
+    if not values:
+        return None
+    if measure.agg == "sum":
+        return sum(values)
+    if measure.agg == "min":
+        return min(values)
+    if measure.agg == "max":
+        return max(values)
+    if measure.agg == "avg":
+        return sum(values) / len(values)
+    # percentile_disc(0.1): the first value whose cumulative share reaches 10%.
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.1 * len(ordered)) - 1)]

@@ -19,9 +19,11 @@ from typing import Any
 from django.db import connection as db
 from django.db.models import QuerySet
 
+from data_api import series
 from data_api.models import Record as StoredRecord
 
 from .base import Record
+from .types import SERIES
 
 COLUMNS = (
     "human_id",
@@ -122,22 +124,51 @@ def _row(record: Record, human_id: str, connection_id: str, source: str) -> tupl
     )
 
 
+def _epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _reading(record: Record) -> tuple[Any, ...]:
+    return (
+        record.type,
+        stored_id(record.external_id),
+        _epoch_ms(record.start_time),
+        record.tz_offset,
+        record.local_day,
+        record.value,
+        record.fields,
+        record.source_data,
+    )
+
+
 def upsert_records(
     records: Iterable[Record], *, human_id: str, connection_id: str, source: str, now: datetime
 ) -> dict[str, TypeCounts]:
-    """Write a page; must run inside a transaction. Returns created/updated counts per type."""
+    """Write a page; must run inside a transaction. Returns created/updated counts per type.
+    Readings of the types stored as series go to their day rows (data_api.series), the rest
+    to the record table."""
     unique: dict[tuple[str, str], tuple[Any, ...]] = {}
+    readings = []
     for record in records:  # the last copy of a duplicated id in one page wins
+        if record.type in SERIES:
+            readings.append(_reading(record))
+            continue
         row = _row(record, human_id, connection_id, source)
         unique[(row[3], row[4])] = row  # (type, external_id as stored)
+    counts: dict[str, TypeCounts] = {}
+    if readings:
+        stamp = _epoch_ms(now)
+        for kind, w in series.write(
+            readings, human_id=human_id, connection_id=connection_id, source=source, now_ms=stamp
+        ).items():
+            counts[kind] = TypeCounts(created=w.created, updated=w.updated)
     if not unique:
-        return {}
+        return counts
     rows = list(unique.values())
     if db.vendor == "postgresql":
         results = _upsert_postgresql(rows, now)
     else:
         results = [(kind, inserted, n) for (kind, inserted), n in Counter(_upsert_generic(rows, now)).items()]
-    counts: dict[str, TypeCounts] = {}
     for kind, inserted, n in results:
         entry = counts.setdefault(kind, TypeCounts())
         if inserted:
@@ -217,12 +248,20 @@ def _upsert_generic(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tupl
 
 def delete_missing(*, connection_id: str, kind: str, start: datetime, end: datetime, seen: set[str]) -> int:
     """Delete records of a re-pulled window that the provider no longer returns."""
+    if kind in SERIES:
+        return series.delete_missing(
+            connection_id=connection_id, kind=kind, start_ms=_epoch_ms(start), end_ms=_epoch_ms(end), seen=seen
+        )
     stale = _in_window(connection_id, kind, start, end).exclude(external_id__in=seen)
     deleted, _ = stale.delete()
     return deleted
 
 
 def count_in_window(*, connection_id: str, kind: str, start: datetime, end: datetime) -> int:
+    if kind in SERIES:
+        return series.count_in_window(
+            connection_id=connection_id, kind=kind, start_ms=_epoch_ms(start), end_ms=_epoch_ms(end)
+        )
     return _in_window(connection_id, kind, start, end).count()
 
 
@@ -235,7 +274,13 @@ def _in_window(connection_id: str, kind: str, start: datetime, end: datetime) ->
 # The tables the Data API plans its reads on. Their statistics must follow large writes: a
 # first history sync turns an empty table into a large one, and until autovacuum's next
 # naptime (and its thresholds) every read would be planned for the empty table.
-ANALYZED_TABLES = ("data_api_record", "data_api_daystat", "data_api_typeversion", "data_api_listcache")
+ANALYZED_TABLES = (
+    "data_api_record",
+    "data_api_series",
+    "data_api_daystat",
+    "data_api_typeversion",
+    "data_api_listcache",
+)
 _ANALYZE_LOCK = 7_340_101  # an advisory lock key of this project: one analyzing process at a time
 
 

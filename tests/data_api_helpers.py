@@ -3,8 +3,10 @@ client holding an access token."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -12,8 +14,12 @@ from django.test import Client
 from django.utils import timezone
 
 from connect.models import Human, Token, TokenKind
+from data_api import series
+from data_api.models import Record as StoredRecord
+from data_api.models import Series
 from sources.base import Record
 from sources.models import Connection
+from sources.types import SERIES
 from sources.upsert import upsert_records
 from tests.factories import make_connection
 
@@ -89,3 +95,90 @@ def access_client(human: Human) -> Client:
 
 def demo_connection(human: Human, slug: str = "demo") -> Connection:
     return make_connection(human, slug=slug)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored record as the tests look at it, whichever store holds its type."""
+
+    pk: int
+    human_id: str
+    connection_id: str
+    source: str
+    type: str
+    external_id: str
+    start_time: datetime
+    tz_offset: int
+    local_day: date
+    value: float | None
+    data: dict[str, Any]
+    source_data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    end_time: datetime | None = None
+
+    @property
+    def id(self) -> int:
+        return self.pk
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def stored_records(kind: str, **where: Any) -> list[Stored]:
+    """Every stored record of `kind` matching `where` (human_id, connection_id, source), newest
+    first (by instant, then id), read from the record table or the day rows of a series type."""
+    if kind not in SERIES:
+        rows = StoredRecord.objects.filter(type=kind, **where).order_by("-start_time", "-id")
+        return [
+            Stored(
+                r.pk,
+                r.human_id,
+                r.connection_id,
+                r.source,
+                r.type,
+                r.external_id,
+                r.start_time,
+                r.tz_offset,
+                r.local_day,
+                r.value,
+                r.data,
+                r.source_data,
+                r.created_at,
+                r.updated_at,
+                r.end_time,
+            )
+            for r in rows
+        ]
+    out = []
+    for row in Series.objects.filter(type=kind, **where):
+        for r in series.decode(row.payload):
+            out.append(
+                Stored(
+                    series.reading_id(row.pk, r[series.SLOT]),
+                    row.human_id,
+                    row.connection_id,
+                    row.source,
+                    kind,
+                    r[series.KEY],
+                    _from_ms(r[series.AT]),
+                    r[series.TZ],
+                    row.local_day,
+                    r[series.VALUE],
+                    r[series.FIELDS],
+                    r[series.SOURCE_DATA],
+                    _from_ms(r[series.CREATED]),
+                    _from_ms(r[series.UPDATED]),
+                )
+            )
+    return sorted(out, key=lambda s: (s.start_time, s.pk), reverse=True)
+
+
+def stored_counts(**where: Any) -> Counter[str]:
+    """How many records of each type are stored for `where` (human_id/human, connection_id/
+    connection), in both stores."""
+    counts = Counter(StoredRecord.objects.filter(**where).values_list("type", flat=True))
+    for kind, n in Series.objects.filter(**where).values_list("type", "count"):
+        counts[kind] += n
+    return counts

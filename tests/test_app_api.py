@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from sources.sync import connection_sync
 from sources.types import BATCH_TYPES
 from tests.app_client import app_call
 from tests.conftest import Persona
+from tests.data_api_helpers import stored_counts
 from tests.factories import make_connection, make_human
 
 USER_KEYS = {"humanId", "externalId", "appId", "createdAt", "updatedAt"}
@@ -111,15 +112,15 @@ def test_it_deletes_a_user_and_every_record_token_and_connection(
     human_id = alice.human.pk
     Token.mint(kind="access", human=alice.human, ttl=3600)
     other = make_human(alice.app, "alice-user-2", "u2@example.com")
-    stored = Record.objects.filter(human_id=human_id).count()
+    stored = stored_counts(human_id=human_id).total()
     assert stored > 100
 
     response = app_call(client, alice, "DELETE", f"users/{human_id}")
 
     assert response.status_code == 204
     assert not Human.objects.filter(pk=human_id).exists()
-    assert not Record.objects.filter(human_id=human_id).exists()
-    assert not Record.objects.filter(connection_id=synced.pk).exists()
+    assert not stored_counts(human_id=human_id)
+    assert not stored_counts(connection_id=synced.pk)
     assert not Token.objects.filter(human_id=human_id).exists()
     assert not Connection.objects.filter(human_id=human_id).exists()
     assert not SyncRun.objects.filter(connection_id=synced.pk).exists()
@@ -130,10 +131,10 @@ def test_it_deletes_a_user_and_every_record_token_and_connection(
 
 
 def test_it_deletes_records_in_batches(alice: Persona, synced: Connection) -> None:
-    stored = Record.objects.filter(human_id=alice.human.pk).count()
+    stored = stored_counts(human_id=alice.human.pk).total()
     erased = app_user_delete(human=alice.human, request=None, batch=97)
     assert erased.records == stored and erased.connections == 1
-    assert not Record.objects.filter(human_id=alice.human.pk).exists()
+    assert not stored_counts(human_id=alice.human.pk)
 
 
 # --- batch records -------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_it_serves_every_batch_type_with_each_records_human(
 ) -> None:
     make_connection(charlie.human)
     connection_sync(connection_id=Connection.objects.get(human=charlie.human).pk)
-    stored = Counter(Record.objects.filter(human=alice.human).values_list("type", flat=True))
+    stored = stored_counts(human=alice.human)
     for route, kind in BATCH_TYPES.items():
         response = app_call(client, alice, "GET", f"users/{route}?limit=500")
         assert response.status_code == 200, route
@@ -172,7 +173,7 @@ def test_it_orders_a_batch_by_update_for_incremental_pulls(client: Client, alice
 
 
 def test_it_pages_a_batch_with_link_headers(client: Client, alice: Persona, synced: Connection) -> None:
-    total = Record.objects.filter(human=alice.human, type="heart_rate").count()
+    total = stored_counts(human=alice.human)["heart_rate"]
     seen: list[str] = []
     offset = 0
     while True:

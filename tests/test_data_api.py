@@ -10,7 +10,7 @@ from connect.models import Token, TokenKind
 from data_api.models import Record
 from data_api.selectors import ANCHOR_EVERY
 from tests.conftest import Persona
-from tests.data_api_helpers import T0, access_client, activity, demo_connection, reading, sleep, store
+from tests.data_api_helpers import T0, access_client, activity, demo_connection, reading, sleep, store, stored_records
 
 
 def links_of(response: Any) -> dict[str, str]:
@@ -23,12 +23,7 @@ def links_of(response: Any) -> dict[str, str]:
 
 
 def ids_in_order(human_id: str, kind: str) -> list[str]:
-    return [
-        str(pk)
-        for pk in Record.objects.filter(human_id=human_id, type=kind)
-        .order_by("-start_time", "-id")
-        .values_list("id", flat=True)
-    ]
+    return [str(r.pk) for r in stored_records(kind, human_id=human_id)]
 
 
 def test_it_pages_newest_first_with_a_stable_tie_break_and_links(alice: Persona) -> None:

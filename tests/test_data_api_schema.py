@@ -6,12 +6,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from data_api.models import Record
 from data_api.openapi import schema
 from data_api.records import MEASUREMENTS, PERIODIC
 from sources.base import Record as NewRecord
 from tests.conftest import Persona
-from tests.data_api_helpers import T0, access_client, demo_connection, reading, store
+from tests.data_api_helpers import T0, access_client, demo_connection, reading, store, stored_records
 from tests.openapi_check import check, errors, template_of
 
 
@@ -56,11 +55,12 @@ def synced(alice: Persona, settings: Any) -> Persona:
 
 def every_concrete_path(human_id: str) -> list[str]:
     def first_id(kind: str) -> int:
-        return Record.objects.filter(human_id=human_id, type=kind).values_list("id", flat=True).first() or 0
+        found = stored_records(kind, human_id=human_id)
+        return found[-1].pk if found else 0
 
     def a_day(kind: str) -> str:
-        day = Record.objects.filter(human_id=human_id, type=kind).values_list("local_day", flat=True).first()
-        return day.isoformat() if day else "2026-03-01"
+        found = stored_records(kind, human_id=human_id)
+        return found[-1].local_day.isoformat() if found else "2026-03-01"
 
     paths = ["/v1/human/", "/v1/human/profile", "/v1/human/sources"]
     for m in MEASUREMENTS:

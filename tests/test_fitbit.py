@@ -22,6 +22,7 @@ from sources.providers.fitbit import FitbitSource
 from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
+from tests.data_api_helpers import stored_counts, stored_records
 from tests.emulators.google_health import CLIENT_ID, CLIENT_SECRET, HEALTH_USER_ID, GoogleHealthEmulator
 from tests.factories import Persona
 
@@ -114,7 +115,7 @@ def changes(counts: dict[str, int]) -> dict[str, int]:
 
 
 def stored(connection: Connection) -> Counter[str]:
-    return Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    return stored_counts(connection=connection)
 
 
 def sync(connection: Connection, http: ProviderHttp | None = None) -> Any:
@@ -222,7 +223,7 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, goo
     assert records["body_temperature"].data == {"value": None, "unit": "°C", "deviation": -0.3}
     assert records["vo2_max"].data == {"value": 41.2, "unit": "mL/kg/min"}
     assert google.calls["settings"] == 1  # read once a run, for every dated collection
-    assert sorted(r.data["value"] for r in Record.objects.filter(type="heart_rate")) == [60, 70, 80, 90, 100]
+    assert sorted(r.data["value"] for r in stored_records("heart_rate")) == [60, 70, 80, 90, 100]
 
     google.add_sample("weight", now - timedelta(hours=2), 72100.0)
     google.requests.clear()

@@ -25,7 +25,7 @@ import pytest
 from data_api.models import Record
 from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome
-from tests.data_api_helpers import access_client
+from tests.data_api_helpers import access_client, stored_counts, stored_records
 from tests.emulators.google_health import (
     ACTIVITY_SCOPE,
     CLIENT_ID,
@@ -290,7 +290,7 @@ def test_observed_heart_rate_samples(alice: Persona, google: GoogleHealthEmulato
 
     sync(connection)
 
-    beats = {r.external_id: r for r in Record.objects.filter(connection=connection, type="heart_rate")}
+    beats = {r.external_id: r for r in stored_records("heart_rate", connection=connection)}
     assert set(beats) == {"2026-09-25T10:04:59Z", "2026-09-25T10:04:57Z"}
     first = beats["2026-09-25T10:04:59Z"]
     assert (first.start_time, first.tz_offset, first.value, first.data) == (
@@ -503,10 +503,10 @@ def test_a_refused_collection_leaves_the_others_to_sync(alice: Persona, google: 
     assert run.outcome == SyncOutcome.PARTIAL
     assert set(run.failures) == {"heart_rate", "blood_glucose"}
     assert "403" in run.failures["heart_rate"] and "404" in run.failures["blood_glucose"]
-    kinds = set(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    kinds = set(stored_counts(connection=connection))
     assert {"sleeps", "weight"} <= kinds and "heart_rate" not in kinds
 
     google.faults.clear()
     again = sync(connection)
     assert again.outcome == SyncOutcome.SUCCEEDED
-    assert Record.objects.filter(connection=connection, type="heart_rate").count() == 2
+    assert len(stored_records("heart_rate", connection=connection)) == 2

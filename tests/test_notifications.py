@@ -9,7 +9,6 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from django.conf import LazySettings
 from django.utils import timezone
 
 from connect.models import Application
-from data_api.models import DeliveryAttempt, Notification, Record
+from data_api.models import DeliveryAttempt, Notification
 from data_api.notifications import (
     DELIVERY_TIMEOUT,
     RETRY_FOR,
@@ -35,6 +34,7 @@ from sources.models import Connection, SyncRun
 from sources.services import connection_disconnect
 from sources.sync import connection_sync, mark_reauth_required
 from tests.conftest import Persona
+from tests.data_api_helpers import stored_counts
 from tests.emulators.webhook_receiver import WebhookReceiver, running_receiver, verify_signature
 from tests.factories import make_application, make_connection
 from tests.live import LiveStack, wait_until
@@ -242,7 +242,7 @@ def test_it_reports_per_type_counts_after_a_sync(
     run = connection_sync(connection_id=connection.pk)
     assert run is not None
     notification = Notification.objects.get(event_type="data.updated")
-    stored = Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    stored = stored_counts(connection=connection)
     assert {k: v["created"] for k, v in notification.payload["dataTypes"].items()} == stored
     assert deliver(notification.pk) is True
     assert receiver.events("data.updated")[0]["dataTypes"] == changes(run.counts)
@@ -335,7 +335,7 @@ def test_it_delivers_data_updated_from_the_real_worker(live_stack: LiveStack) ->
     [event] = events
     assert all(d.signature_valid for d in hook.deliveries)
     assert event["humanId"] == human_id and event["clientUserId"] == "hook-1" and event["source"] == "demo"
-    stored = Counter(Record.objects.filter(human_id=human_id).values_list("type", flat=True))
+    stored = stored_counts(human_id=human_id)
     assert stored["heart_rate"] > 1000
     assert event["dataTypes"] == {kind: {"created": n, "updated": 0, "deleted": 0} for kind, n in stored.items()}
     assert event["dataTypes"] == changes(run.counts)

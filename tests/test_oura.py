@@ -24,6 +24,7 @@ from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
 from tests.conftest import Persona
+from tests.data_api_helpers import stored_counts, stored_records
 from tests.emulators.oauth_code import Grant
 from tests.emulators.oura import OuraEmulator, document_id
 
@@ -75,7 +76,7 @@ def connect(persona: Persona, emulator: OuraEmulator) -> Connection:
 
 
 def stored(connection: Connection) -> Counter[str]:
-    return Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    return stored_counts(connection=connection)
 
 
 def expected(emulator: OuraEmulator) -> Counter[str]:
@@ -221,7 +222,7 @@ def test_it_normalizes_oura_documents_to_the_data_api_fields(alice: Persona, our
     assert temperature.value is None and temperature.data == {"value": None, "unit": "°C", "deviation": deviation}
     assert temperature.local_day == day and temperature.start_time == datetime.combine(day, datetime.min.time(), UTC)
 
-    beat = Record.objects.filter(connection=connection, type="heart_rate").first()
+    beat = stored_records("heart_rate", connection=connection)[-1]
     assert beat is not None and beat.data["unit"] == "bpm" and beat.value == beat.data["value"]
 
 

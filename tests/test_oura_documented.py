@@ -33,7 +33,7 @@ from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import connection_sync
 from tests.conftest import Persona
-from tests.data_api_helpers import access_client
+from tests.data_api_helpers import access_client, stored_records
 from tests.emulators.oura import OuraEmulator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -366,7 +366,7 @@ def connect_and_sync(emulator: OuraEmulator, persona: Persona) -> tuple[Connecti
 
 
 def stored(connection: Connection, kind: str) -> dict[str, Record]:
-    return {r.external_id: r for r in Record.objects.filter(connection=connection, type=kind)}
+    return {r.external_id: r for r in stored_records(kind, connection=connection)}
 
 
 # --- daily activity -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from data_api.models import Record
+from data_api.models import Record, Series
 from sources.base import SyncContext
 from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome
@@ -14,6 +14,7 @@ from sources.providers.demo import DemoSource
 from sources.registry import get_plugin
 from sources.sync import connection_sync
 from tests.conftest import Persona
+from tests.data_api_helpers import stored_counts
 from tests.factories import make_connection
 
 
@@ -38,13 +39,13 @@ def test_it_stores_every_demo_record_once(alice: Persona, settings: object) -> N
     connection = make_connection(alice.human)
     run = connection_sync(connection_id=connection.pk)
     assert run is not None and run.outcome == SyncOutcome.SUCCEEDED
-    stored = Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    stored = stored_counts(connection=connection)
     assert stored == expected_records(connection)
     assert run.counts["activities"]["created"] == stored["activities"]
 
     again = connection_sync(connection_id=connection.pk)
     assert again is not None and again.kind == "incremental"
-    assert Counter(Record.objects.filter(connection=connection).values_list("type", flat=True)) == stored
+    assert stored_counts(connection=connection) == stored
     # Unchanged records are not rewritten: updatedAt only moves on a real change.
     assert all(c["updated"] == 0 for c in again.counts.values())
 
@@ -55,7 +56,7 @@ def test_it_coalesces_a_sync_requested_while_one_runs(alice: Persona) -> None:
     Connection.objects.filter(pk=connection.pk).update(sync_claimed_at=timezone.now(), sync_claim="other")
     assert connection_sync(connection_id=connection.pk) is None
     assert Connection.objects.get(pk=connection.pk).sync_requested is True
-    assert not Record.objects.filter(connection=connection).exists()
+    assert not stored_counts(connection=connection)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -71,8 +72,11 @@ def test_it_keeps_the_planners_statistics_fresh_after_a_large_sync(alice: Person
     with db.cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'data_api_record'")
         believed = cursor.fetchone()[0]
-    # The planner knows the table holds (at least) what this sync wrote, not that it is empty.
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'data_api_series'")
+        believed_days = cursor.fetchone()[0]
+    # The planner knows the tables hold (at least) what this sync wrote, not that they are empty.
     assert believed >= Record.objects.count() * 0.9
+    assert believed_days >= Series.objects.count() * 0.9 > 0
 
 
 @pytest.mark.django_db(transaction=True)

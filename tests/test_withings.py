@@ -22,6 +22,7 @@ from sources.providers.withings import WithingsSource
 from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
+from tests.data_api_helpers import stored_counts, stored_records
 from tests.emulators.withings import CLIENT_ID, CLIENT_SECRET, USER_ID, WithingsEmulator
 from tests.factories import Persona
 
@@ -87,7 +88,7 @@ def seed(withings: WithingsEmulator, now: datetime) -> dict[str, Any]:
 
 
 def stored(connection: Connection) -> Counter[str]:
-    return Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    return stored_counts(connection=connection)
 
 
 def sync(connection: Connection, http: ProviderHttp | None = None) -> Any:
@@ -157,7 +158,8 @@ def test_it_syncs_history_in_metric_units_then_incrementally(alice: Persona, wit
 
     assert run.outcome == SyncOutcome.SUCCEEDED and run.kind == "history"
     assert stored(connection) == EVERY_TYPE
-    records = {r.type: r for r in Record.objects.filter(connection=connection)}
+    records: dict[str, Any] = {r.type: r for r in Record.objects.filter(connection=connection)}
+    records["heart_rate"] = stored_records("heart_rate", connection=connection)[0]
     paris = ZoneInfo("Europe/Paris")
     weight = records["weight"]
     assert weight.data == {"value": 75.232, "unit": "kg"}
@@ -291,7 +293,8 @@ def test_it_updates_in_place_and_drops_deleted_measures(alice: Persona, withings
     # type is held once, and believed when Withings gives it again.
     assert run.counts["blood_pressure"]["held"] == 1
     again = sync(connection)
-    assert not Record.objects.filter(connection=connection, type__in=["blood_pressure", "heart_rate"]).exists()
+    left = stored_counts(connection=connection)
+    assert not left["blood_pressure"] and not left["heart_rate"]
     assert again.counts["blood_pressure"]["deleted"] == 1 and again.counts["heart_rate"]["deleted"] == 1
     assert stored(connection)["weight"] == 1
 

@@ -21,7 +21,7 @@ from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome
 from sources.services import connection_store
 from sources.sync import connection_sync
-from tests.data_api_helpers import access_client
+from tests.data_api_helpers import access_client, stored_records
 from tests.emulators.withings import CLIENT_ID, CLIENT_SECRET, WithingsEmulator
 from tests.factories import Persona
 from tests.test_withings import REDIRECT_URI, consent, plugin
@@ -347,8 +347,10 @@ def connect_and_sync(human: Human) -> Connection:
     return connection
 
 
-def one(connection: Connection, kind: str, external_id: int | str) -> Record:
-    return Record.objects.get(connection=connection, type=kind, external_id=str(external_id))
+def one(connection: Connection, kind: str, external_id: int | str) -> Any:
+    """The stored record of this type and provider id (whichever store holds the type)."""
+    [found] = [r for r in stored_records(kind, connection=connection) if r.external_id == str(external_id)]
+    return found
 
 
 def at(text: str) -> datetime:

@@ -21,6 +21,7 @@ from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome
 from sources.services import connection_store
 from sources.sync import connection_sync
+from tests.data_api_helpers import stored_counts
 from tests.emulators.withings import CLIENT_ID, CLIENT_SECRET, WithingsEmulator
 from tests.factories import Persona
 from tests.test_withings import REDIRECT_URI, consent, plugin
@@ -204,7 +205,8 @@ def test_a_nights_respiratory_rate_is_a_reading_at_its_end_filed_under_withings_
     )
     # hr_min is the night's lowest rate, hr_average its mean: neither is a resting heart rate.
     assert "resting_heart_rate" not in plugin().data_types
-    assert not Record.objects.filter(connection=connection, type__in=["resting_heart_rate", "heart_rate"]).exists()
+    kept = stored_counts(connection=connection)
+    assert not kept["resting_heart_rate"] and not kept["heart_rate"]
     [asked] = [r for r in withings.requests if r["action"] == "getsummary"]
     assert {"rr_average", "rr_min", "rr_max"} <= set(asked["data_fields"].split(","))
 

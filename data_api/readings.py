@@ -1,0 +1,264 @@
+"""Reads of the readings stored as compact time series (data_api.series).
+
+A list is positioned from the day rows' headers alone, then only the payloads that hold the
+page are opened. The order is the record lists' order, newest first by (instant, id), exact
+also where day rows overlap in time (two sources, or a day whose offset changed): rows whose
+spans overlap form one group, merged reading by reading; groups are disjoint, so counting
+them is enough to find the one an offset falls in. Filters on the day and the source select
+day rows; filters on createdAt/updatedAt are counted from each row's `stamps` (how many of its
+readings carry each pair), so a total never needs a payload.
+
+Cost: one index range over the Human's day rows of the type (365 a year of history, a few
+dozen bytes each) plus the payloads of the page's group, whatever the offset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from django.db import connection as db
+
+from connect.models import Application, Human
+
+from .models import Series
+from .records import Filters, Page, Window, tz_text
+from .series import AT, CREATED, FIELDS, SLOT, SOURCE_DATA, TZ, UPDATED, Columns, reading_id, split_id
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=4096)  # createdAt/updatedAt repeat across a page
+def iso_from_ms(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def _instant_text(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def reading_json(human_id: str, source: str, series_id: int, r: Sequence[Any]) -> dict[str, Any]:
+    """A reading as the Data API shows any record of a measurement."""
+    body: dict[str, Any] = {
+        "id": str(reading_id(series_id, r[SLOT])),
+        "humanId": human_id,
+        "source": source,
+        "timestamp": _instant_text(r[AT]),
+        "tzOffset": tz_text(r[TZ]),
+    }
+    body.update(r[FIELDS])
+    body["sourceData"] = r[SOURCE_DATA]
+    body["createdAt"] = iso_from_ms(r[CREATED])
+    body["updatedAt"] = iso_from_ms(r[UPDATED])
+    return body
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+def _ms(moment: datetime) -> float:
+    return (moment - _EPOCH).total_seconds() * 1000
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+def _stamp_test(filters: Filters) -> Callable[[int, int], bool] | None:
+    """A test of (createdAt ms, updatedAt ms) for the filters on those times; None without any."""
+    tests = [
+        (0 if column == "created_at" else 1, _OPS[op], _ms(value))
+        for column, op, value in filters.conditions()
+        if column in ("created_at", "updated_at")
+    ]
+    if not tests:
+        return None
+
+    def test(created: int, updated: int) -> bool:
+        pair = (created, updated)
+        return all(op(pair[index], bound) for index, op, bound in tests)
+
+    return test
+
+
+def _narrowed(rows: Any, filters: Filters) -> Any:
+    lookups = {(">=", "local_day"): "local_day__gte", ("<=", "local_day"): "local_day__lte", ("=", "source"): "source"}
+    for column, op, value in filters.conditions():
+        if (op, column) in lookups:
+            rows = rows.filter(**{lookups[(op, column)]: value})
+    return rows
+
+
+# --- one Human's list --------------------------------------------------------------------------
+
+
+def _groups(
+    headers: Iterable[tuple[int, int, int, int, Any]], test: Callable[[int, int], bool] | None
+) -> list[tuple[list[int], int]]:
+    """Headers (id, first ms, last ms, count, stamps) sorted newest last-instant first, as
+    groups of overlapping rows: (ids, readings that pass the filters)."""
+    groups: list[tuple[list[int], int]] = []
+    floor: int | None = None
+    for series_id, first, last, count, stamps in headers:
+        matched = count if test is None else sum(n for c, u, n in stamps if test(c, u))
+        if not matched:
+            continue
+        if floor is not None and last >= floor:
+            ids, total = groups[-1]
+            ids.append(series_id)
+            groups[-1] = (ids, total + matched)
+            floor = min(floor, first)
+        else:
+            groups.append(([series_id], matched))
+            floor = first
+    return groups
+
+
+def _covering(groups: Sequence[tuple[T, int]], window: Window) -> tuple[list[T], int]:
+    """Of groups in list order with their sizes, the ones that hold the window's items, and how
+    many items of the first of them come before the window."""
+    chosen: list[T] = []
+    position = skip = 0
+    for group, n in groups:
+        if position + n > window.offset and position < window.offset + window.limit:
+            if not chosen:
+                skip = window.offset - position
+            chosen.append(group)
+        position += n
+    return chosen, skip
+
+
+def _headers(human_id: str, kind: str, filters: Filters, *, with_stamps: bool) -> list[tuple[int, int, int, int, Any]]:
+    """(id, first ms, last ms, count, stamps or None) of the Human's day rows of `kind` that the
+    day and source filters select, newest last instant first. Plain SQL: a year of history is
+    365 small rows, read on every page, where the ORM's per-row work would cost more than the
+    index range itself."""
+    sql = "SELECT id, first_ms, last_ms, count" + (", stamps" if with_stamps else ", NULL")
+    sql += " FROM data_api_series WHERE human_id = %s AND type = %s"
+    params: list[Any] = [human_id, kind]
+    for column, op, value in filters.conditions():
+        if column in ("local_day", "source"):  # names and operators of Filters, never input
+            sql += f" AND {column} {op} %s"
+            params.append(value)
+    with db.cursor() as cursor:
+        cursor.execute(sql + " ORDER BY last_ms DESC, id DESC", params)
+        rows = cursor.fetchall()
+    if with_stamps:
+        return [(i, f, la, n, json.loads(st) if isinstance(st, str) else st) for i, f, la, n, st in rows]
+    return rows
+
+
+def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
+    test = _stamp_test(filters)
+    groups = _groups(_headers(human.pk, kind, filters, with_stamps=test is not None), test)
+    total = sum(n for _, n in groups)
+    chosen, skip = _covering(groups, window)
+    wanted = [series_id for ids in chosen for series_id in ids]
+    items: list[dict[str, Any]] = []
+    if wanted:
+        opened = {
+            series_id: (source, Columns(payload))
+            for series_id, source, payload in Series.objects.filter(pk__in=wanted).values_list(
+                "id", "source", "payload"
+            )
+        }
+        if len(wanted) == 1 and test is None:
+            # One row alone in its span: its readings, newest first, are its payload's order
+            # reversed (sorted by instant, then slot, as their ids are).
+            columns = opened[wanted[0]][1]
+            last = len(columns) - 1
+            picked = [(wanted[0], last - n) for n in range(skip, min(skip + window.limit, len(columns)))]
+        else:
+            found = []
+            for series_id, (_, columns) in opened.items():
+                times, slots = columns.times, columns.slots
+                for n in range(len(columns)):
+                    if test is None or test(*columns.stamps(n)):
+                        found.append((times[n], reading_id(series_id, slots[n]), series_id, n))
+            found.sort(reverse=True)
+            picked = [(series_id, n) for _, _, series_id, n in found[skip : skip + window.limit]]
+        items = [
+            reading_json(human.pk, opened[series_id][0], series_id, opened[series_id][1].reading(n))
+            for series_id, n in picked
+        ]
+    return Page(items, total, window.limit, window.offset)
+
+
+def reading_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
+    if not record_id.isdigit() or len(record_id) > 18:
+        return None
+    series_id, slot = split_id(int(record_id))
+    row = Series.objects.filter(pk=series_id, human_id=human.pk, type=kind).values_list("source", "payload").first()
+    if row is None:
+        return None
+    columns = Columns(row[1])
+    for n, found in enumerate(columns.slots):
+        if found == slot:
+            return reading_json(human.pk, row[0], series_id, columns.reading(n))
+    return None
+
+
+def latest(*, human: Human, kind: str) -> dict[str, Any]:
+    rows = Series.objects.filter(human_id=human.pk, type=kind)
+    newest = rows.order_by("-last_ms").values_list("last_ms", flat=True).first()
+    if newest is None:
+        return {}
+    best: tuple[int, int, int, str, list[Any]] | None = None
+    for series_id, source, payload in rows.filter(last_ms=newest).values_list("id", "source", "payload"):
+        columns = Columns(payload)
+        r = columns.reading(len(columns) - 1)
+        candidate = (r[AT], reading_id(series_id, r[SLOT]), series_id, source, r)
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    assert best is not None
+    return reading_json(human.pk, best[3], best[2], best[4])
+
+
+# --- every Human of an Application (the batch feed) ----------------------------------------------
+
+
+def app_reading_page(*, application: Application, kind: str, filters: Filters, window: Window) -> Page:
+    """Readings of every Human of the Application, oldest change first: ordered by (updatedAt,
+    id). Within a day row the readings of one updatedAt follow each other by slot, so groups of
+    (updatedAt, row) are counted from `stamps` and only the payloads of the page are opened."""
+    test = _stamp_test(filters)
+    rows = _narrowed(Series.objects.filter(human__application=application, type=kind), filters)
+    since = filters.updated_since
+    if since is not None:  # rows whose newest reading is older can't have any
+        rows = rows.filter(updated_ms__gt=int(_ms(since)))
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for series_id, stamps in rows.values_list("id", "stamps"):
+        for created, updated, n in stamps:
+            if test is None or test(created, updated):
+                counts[(updated, series_id)] += n
+    total = sum(counts.values())
+    wanted, skip = _covering([(key, counts[key]) for key in sorted(counts)], window)
+    items: list[dict[str, Any]] = []
+    if wanted:
+        opened = {
+            series_id: (human_id, source, Columns(payload))
+            for series_id, human_id, source, payload in Series.objects.filter(
+                pk__in={series_id for _, series_id in wanted}
+            ).values_list("id", "human_id", "source", "payload")
+        }
+        ordered: list[tuple[int, int]] = []
+        for updated, series_id in wanted:
+            columns = opened[series_id][2]
+            group = []
+            for n in range(len(columns)):
+                created, changed = columns.stamps(n)
+                if changed == updated and (test is None or test(created, changed)):
+                    group.append((columns.slots[n], n))
+            group.sort()
+            ordered.extend((series_id, n) for _, n in group)
+        for series_id, n in ordered[skip : skip + window.limit]:
+            human_id, source, columns = opened[series_id]
+            items.append(reading_json(human_id, source, series_id, columns.reading(n)))
+    return Page(items, total, window.limit, window.offset)
