@@ -18,6 +18,7 @@ from playwright.sync_api import Page, Request, expect
 from connect.models import AuditEntry, OAuthState
 from data_api.models import Record
 from sources.models import Connection, SyncOutcome, SyncRun
+from tests.data_api_helpers import stored_counts
 from tests.emulators.oura import OuraEmulator
 from tests.factories import make_application
 from tests.live import LiveStack, start_stack, stop_stack, wait_until
@@ -155,7 +156,7 @@ def test_it_connects_oura_in_a_popup_tells_the_host_and_syncs(
 
     run = finished_sync(connection)
     assert run.outcome == SyncOutcome.SUCCEEDED, run.error
-    stored = Counter(Record.objects.filter(connection=connection).values_list("type", flat=True))
+    stored = stored_counts(connection=connection)
     assert stored == seeded(oura)
     answer = requests.get(
         oura_stack.url("/v1/human/sleeps"),
