@@ -42,37 +42,46 @@ class Verdict:
     retry_after: int  # seconds until the window ends (0 when allowed)
 
 
+@dataclass(frozen=True)
+class _Window:
+    key: str  # the bucket of this subject and window
+    start: int
+    end: int
+    moment: float
+
+    def verdict(self, allowed: bool) -> Verdict:
+        return Verdict(True, 0) if allowed else Verdict(False, max(1, int(self.end - self.moment + 0.999)))
+
+
+def _window(limit: Limit, subject: str, now: float | None) -> _Window:
+    moment = time.time() if now is None else now
+    start = int(moment // settings.RATE_LIMIT_WINDOW) * settings.RATE_LIMIT_WINDOW
+    return _Window(limit.bucket_key(subject, start), start, start + settings.RATE_LIMIT_WINDOW, moment)
+
+
 def hit(limit: Limit, subject: str, now: float | None = None) -> Verdict:
     """Count one request of `subject` against `limit`; say whether it is within the limit."""
     if limit.per_window <= 0:
         return Verdict(True, 0)
-    window = settings.RATE_LIMIT_WINDOW
-    moment = time.time() if now is None else now
-    start = int(moment // window) * window
-    key = limit.bucket_key(subject, start)
-    count = _redis_incr(key, window) if settings.RATE_LIMIT_REDIS_URL else _db_incr(key, start + window, moment)
-    if count <= limit.per_window:
-        return Verdict(True, 0)
-    return Verdict(False, max(1, int(start + window - moment + 0.999)))
+    w = _window(limit, subject, now)
+    if settings.RATE_LIMIT_REDIS_URL:
+        count = _redis_incr(w.key, settings.RATE_LIMIT_WINDOW)
+    else:
+        count = _db_incr(w.key, w.end, w.moment)
+    return w.verdict(count <= limit.per_window)
 
 
 def peek(limit: Limit, subject: str, now: float | None = None) -> Verdict:
     """Whether `subject` is over `limit` in the current window, without counting a request."""
     if limit.per_window <= 0:
         return Verdict(True, 0)
-    window = settings.RATE_LIMIT_WINDOW
-    moment = time.time() if now is None else now
-    start = int(moment // window) * window
-    key = limit.bucket_key(subject, start)
+    w = _window(limit, subject, now)
     if settings.RATE_LIMIT_REDIS_URL:
-        raw = _redis(settings.RATE_LIMIT_REDIS_URL).get(f"hapi:rl:{key}")
-        count = int(raw or 0)
+        count = int(_redis(settings.RATE_LIMIT_REDIS_URL).get(f"hapi:rl:{w.key}") or 0)
     else:
-        found = RateLimitBucket.objects.filter(key=key).values_list("count", flat=True).first()
+        found = RateLimitBucket.objects.filter(key=w.key).values_list("count", flat=True).first()
         count = int(found or 0)
-    if count < limit.per_window:
-        return Verdict(True, 0)
-    return Verdict(False, max(1, int(start + window - moment + 0.999)))
+    return w.verdict(count < limit.per_window)
 
 
 def _db_incr(key: str, window_end: int, moment: float) -> int:

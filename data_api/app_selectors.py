@@ -19,14 +19,12 @@ from sources.types import SERIES, SUMMARIZED
 from .models import Record
 from .readings import app_reading_page
 from .records import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     Filters,
     Page,
     Window,
+    apply_filters,
     iso_ms,
     parse_instant,
-    parse_int,
     record_json,
 )
 from .selectors import connection_json
@@ -41,10 +39,9 @@ RECENT_RUNS = 10
 
 def paginate(queryset: QuerySet[Any], params: QueryDict, render: Callable[[Any], dict[str, Any]]) -> Page:
     """One page of an already ordered queryset, with the Data API's limit/offset rules."""
-    limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = parse_int("offset", params.get("offset"), 0, 0)
-    total = queryset.count()
-    return Page([render(row) for row in queryset[offset : offset + limit]], total, limit, offset)
+    window = Window.parse(params)
+    rows = queryset[window.offset : window.offset + window.limit]
+    return Page([render(row) for row in rows], queryset.count(), window.limit, window.offset)
 
 
 def _since(params: QueryDict, name: str) -> Any:
@@ -85,17 +82,14 @@ def app_human(application: Application, human_id: str) -> Human | None:
 def batch_page(application: Application, record_type: str, params: QueryDict) -> Page:
     """One page of the batch feed of a record type (see batch_records)."""
     if record_type in SERIES:
-        limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
-        window = Window(limit, parse_int("offset", params.get("offset"), 0, 0))
-        return app_reading_page(application=application, kind=record_type, filters=Filters.parse(params), window=window)
+        filters, window = Filters.parse(params), Window.parse(params)
+        return app_reading_page(application=application, kind=record_type, filters=filters, window=window)
     return paginate(batch_records(application, record_type, params), params, batch_record_json)
 
 
 def batch_records(application: Application, record_type: str, params: QueryDict) -> QuerySet[Record]:
     """Every record of one type of every user of the Application, oldest change first, so a
     client pulls incrementally with `updated_since` = the last `updatedAt` it saw."""
-    from .records import apply_filters
-
     records = Record.objects.filter(human__application=application, type=record_type)
     return apply_filters(records, params).order_by("updated_at", "id")
 
@@ -108,9 +102,7 @@ def batch_summaries(application: Application, kind: str, params: QueryDict) -> P
     """Daily summaries of every user, as the Data API's `/summaries` shows them (one source per
     user and day), oldest change first. A summary's `updatedAt` is its newest record's, so
     `updated_since` returns every day whose totals changed, in full."""
-    filters = Filters.parse(params)
-    limit = parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
-    window = Window(limit, parse_int("offset", params.get("offset"), 0, 0))
+    filters, window = Filters.parse(params), Window.parse(params)
     return app_summary_page(application=application, kind=kind, filters=filters, window=window)
 
 

@@ -15,6 +15,7 @@ dozen bytes each) plus the payloads of the page's group, whatever the offset.
 from __future__ import annotations
 
 import json
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,13 +34,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
-@lru_cache(maxsize=4096)  # createdAt/updatedAt repeat across a page
-def iso_from_ms(ms: int) -> str:
+def ms_text(ms: int) -> str:
+    """Epoch milliseconds as iso_ms formats an instant (exact: no float on the way)."""
     return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
-def _instant_text(ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:23] + "Z"
+stamp_text = lru_cache(maxsize=4096)(ms_text)  # createdAt/updatedAt repeat across a page
 
 
 def reading_json(human_id: str, source: str, series_id: int, r: Sequence[Any]) -> dict[str, Any]:
@@ -48,13 +48,13 @@ def reading_json(human_id: str, source: str, series_id: int, r: Sequence[Any]) -
         "id": str(reading_id(series_id, r[SLOT])),
         "humanId": human_id,
         "source": source,
-        "timestamp": _instant_text(r[AT]),
+        "timestamp": ms_text(r[AT]),
         "tzOffset": tz_text(r[TZ]),
     }
     body.update(r[FIELDS])
     body["sourceData"] = r[SOURCE_DATA]
-    body["createdAt"] = iso_from_ms(r[CREATED])
-    body["updatedAt"] = iso_from_ms(r[UPDATED])
+    body["createdAt"] = stamp_text(r[CREATED])
+    body["updatedAt"] = stamp_text(r[UPDATED])
     return body
 
 
@@ -65,10 +65,7 @@ def _ms(moment: datetime) -> float:
     return (moment - _EPOCH).total_seconds() * 1000
 
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-}
+_OPS: dict[str, Callable[[float, float], bool]] = {">": operator.gt, "<": operator.lt}
 
 
 def _stamp_test(filters: Filters) -> Callable[[int, int], bool] | None:
@@ -86,14 +83,6 @@ def _stamp_test(filters: Filters) -> Callable[[int, int], bool] | None:
         return all(op(pair[index], bound) for index, op, bound in tests)
 
     return test
-
-
-def _narrowed(rows: Any, filters: Filters) -> Any:
-    lookups = {(">=", "local_day"): "local_day__gte", ("<=", "local_day"): "local_day__lte", ("=", "source"): "source"}
-    for column, op, value in filters.conditions():
-        if (op, column) in lookups:
-            rows = rows.filter(**{lookups[(op, column)]: value})
-    return rows
 
 
 # --- one Human's list --------------------------------------------------------------------------
@@ -140,15 +129,13 @@ def _headers(human_id: str, kind: str, filters: Filters, *, with_stamps: bool) -
     day and source filters select, newest last instant first. Plain SQL: a year of history is
     365 small rows, read on every page, where the ORM's per-row work would cost more than the
     index range itself."""
-    sql = "SELECT id, first_ms, last_ms, count" + (", stamps" if with_stamps else ", NULL")
-    sql += " FROM data_api_series WHERE human_id = %s AND type = %s"
-    params: list[Any] = [human_id, kind]
-    for column, op, value in filters.conditions():
-        if column in ("local_day", "source"):  # names and operators of Filters, never input
-            sql += f" AND {column} {op} %s"
-            params.append(value)
+    conditions, params = filters.days_and_source().sql()
     with db.cursor() as cursor:
-        cursor.execute(sql + " ORDER BY last_ms DESC, id DESC", params)
+        cursor.execute(
+            f"SELECT id, first_ms, last_ms, count, {'stamps' if with_stamps else 'NULL'} FROM data_api_series"
+            f" WHERE human_id = %s AND type = %s{conditions} ORDER BY last_ms DESC, id DESC",
+            [human_id, kind, *params],
+        )
         rows = cursor.fetchall()
     if with_stamps:
         return [(i, f, la, n, json.loads(st) if isinstance(st, str) else st) for i, f, la, n, st in rows]
@@ -229,7 +216,7 @@ def app_reading_page(*, application: Application, kind: str, filters: Filters, w
     id). Within a day row the readings of one updatedAt follow each other by slot, so groups of
     (updatedAt, row) are counted from `stamps` and only the payloads of the page are opened."""
     test = _stamp_test(filters)
-    rows = _narrowed(Series.objects.filter(human__application=application, type=kind), filters)
+    rows = filters.days_and_source().apply(Series.objects.filter(human__application=application, type=kind))
     since = filters.updated_since
     if since is not None:  # rows whose newest reading is older can't have any
         rows = rows.filter(updated_ms__gt=int(_ms(since)))

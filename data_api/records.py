@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.db import connection
-from django.db.models import CharField, Func, QuerySet
+from django.db.models import CharField, Func, Model, QuerySet
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError
 
@@ -20,6 +20,8 @@ from sources.types import MEASUREMENTS, PERIODIC
 __all__ = ["MEASUREMENTS", "PERIODIC"]  # the vocabulary, as the Data API names its routes
 
 from .models import Record
+
+M = TypeVar("M", bound=Model)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -174,6 +176,11 @@ class Filters:
         last = min(day, self.last_day) if self.last_day else day
         return replace(self, first_day=first, last_day=last)
 
+    def days_and_source(self) -> Filters:
+        """Only the filters on the local day and the source (what selects day rows and daily
+        rollups; the filters on times apply to what is in them)."""
+        return Filters(first_day=self.first_day, last_day=self.last_day, source=self.source)
+
     @property
     def key(self) -> str:
         """Identifies the filtered set (for cached totals)."""
@@ -187,12 +194,12 @@ class Filters:
         ]
 
     def sql(self) -> tuple[str, list[Any]]:
-        """The conditions as SQL (`" AND ..."` each) on data_api_record, or on data_api_daystat
-        without `source`, for the hand-written reads."""
+        """The conditions as SQL (`" AND ..."` each) on data_api_record, or (days_and_source) on
+        data_api_series or data_api_daystat, for the hand-written reads."""
         conditions = self.conditions()
         return "".join(f" AND {column} {op} %s" for column, op, _ in conditions), [v for _, _, v in conditions]
 
-    def apply(self, queryset: QuerySet[Record]) -> QuerySet[Record]:
+    def apply(self, queryset: QuerySet[M]) -> QuerySet[M]:
         for column, op, value in self.conditions():
             queryset = queryset.filter(**{f"{column}{_LOOKUPS[op]}": value})
         return queryset

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from typing import Any
-
-from django.db import transaction
 
 from sources.types import SUMMARIZED, aggregate, finish
 
@@ -178,6 +176,24 @@ def content(r: Sequence[Any]) -> tuple[Any, ...]:
     return (r[AT], r[TZ], r[VALUE], _CANONICAL.encode(r[FIELDS]), _CANONICAL.encode(r[SOURCE_DATA]))
 
 
+# The columns a day row's readings decide (see `header`), rewritten with them.
+HEADER_COLUMNS = ("count", "first_ms", "last_ms", "created_ms", "updated_ms", "stamps", "payload")
+
+
+def header(readings: Sequence[list[Any]]) -> dict[str, Any]:
+    """HEADER_COLUMNS of a day row holding these readings (at least one)."""
+    stamps = Counter((r[CREATED], r[UPDATED]) for r in readings)
+    return {
+        "count": len(readings),
+        "first_ms": min(r[AT] for r in readings),
+        "last_ms": max(r[AT] for r in readings),
+        "created_ms": min(r[CREATED] for r in readings),
+        "updated_ms": max(r[UPDATED] for r in readings),
+        "stamps": [[c, u, n] for (c, u), n in sorted(stamps.items())],
+        "payload": encode(readings),
+    }
+
+
 # --- one day row in memory -------------------------------------------------------------------
 
 
@@ -191,21 +207,12 @@ class Day:
     dirty: bool = False
 
     def header(self, human_id: str, connection_id: str, source: str) -> Series:
-        values = list(self.readings.values())
-        stamps: dict[tuple[int, int], int] = defaultdict(int)
-        for r in values:
-            stamps[(r[CREATED], r[UPDATED])] += 1
         row = self.row or Series(
             human_id=human_id, connection_id=connection_id, source=source, type=self.kind, local_day=self.day
         )
-        row.count = len(values)
-        row.first_ms = min(r[AT] for r in values)
-        row.last_ms = max(r[AT] for r in values)
-        row.created_ms = min(r[CREATED] for r in values)
-        row.updated_ms = max(r[UPDATED] for r in values)
-        row.stamps = [[c, u, n] for (c, u), n in sorted(stamps.items())]
+        for name, value in header(list(self.readings.values())).items():
+            setattr(row, name, value)
         row.next_slot = self.next_slot
-        row.payload = encode(values)
         return row
 
 
@@ -224,7 +231,6 @@ def _load(rows: Iterable[Series]) -> dict[tuple[str, date], Day]:
 class Written:
     created: int = 0
     updated: int = 0
-    deleted: int = 0
 
 
 def write(
@@ -303,21 +309,18 @@ def _next_slot(day: Day) -> int:
 
 
 def _save(dirty: list[Day], human_id: str, connection_id: str, source: str) -> None:
+    """Write the changed day rows and their rollups, in the caller's transaction."""
     if not dirty:
         return
-    with transaction.atomic():
-        emptied = [d.row.pk for d in dirty if not d.readings and d.row is not None]
-        if emptied:
-            Series.objects.filter(pk__in=emptied).delete()
-        kept = [d for d in dirty if d.readings]
-        headers = [d.header(human_id, connection_id, source) for d in kept]
-        Series.objects.bulk_create([h for h in headers if h.pk is None])
-        Series.objects.bulk_update(
-            [h for h in headers if h.pk is not None],
-            ["count", "first_ms", "last_ms", "created_ms", "updated_ms", "stamps", "next_slot", "payload"],
-        )
-        touched = {(d.kind, d.day) for d in dirty}
-        _roll_up(human_id, connection_id, source, touched, {(d.kind, d.day): d for d in kept})
+    emptied = [d.row.pk for d in dirty if not d.readings and d.row is not None]
+    if emptied:
+        Series.objects.filter(pk__in=emptied).delete()
+    kept = [d for d in dirty if d.readings]
+    headers = [d.header(human_id, connection_id, source) for d in kept]
+    Series.objects.bulk_create([h for h in headers if h.pk is None])
+    Series.objects.bulk_update([h for h in headers if h.pk is not None], [*HEADER_COLUMNS, "next_slot"])
+    touched = {(d.kind, d.day) for d in dirty}
+    _roll_up(human_id, connection_id, source, touched, {(d.kind, d.day): d for d in kept})
 
 
 def _roll_up(
@@ -341,7 +344,7 @@ def _roll_up(
     stats = []
     for kind, day in sorted(touched):
         readings = by_day.get((kind, day), [])
-        stats.append(_day_stat(human_id, source, kind, day, readings))
+        stats.append(day_stat(human_id, source, kind, day, readings))
     DayStat.objects.bulk_create(
         stats,
         update_conflicts=True,
@@ -350,7 +353,7 @@ def _roll_up(
     )
 
 
-def _day_stat(human_id: str, source: str, kind: str, day: date, readings: list[list[Any]]) -> DayStat:
+def day_stat(human_id: str, source: str, kind: str, day: date, readings: list[list[Any]]) -> DayStat:
     row = DayStat(human_id=human_id, type=kind, local_day=day, source=source, generation=1, done_generation=1)
     if not readings:
         row.count, row.stats, row.created_at, row.updated_at = 0, {}, None, None

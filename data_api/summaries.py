@@ -264,7 +264,7 @@ def _rollup_count(human: Human, kind: str, filters: Filters) -> int:
 def _on_the_fly(humans: Sequence[Human], kind: str, filters: Filters) -> list[tuple[str, DaySummary]]:
     """(human id, summary) of every chosen day, newest day first: what the rollups give, from
     the records themselves."""
-    scope = Filters(first_day=filters.first_day, last_day=filters.last_day, source=filters.source)
+    scope = filters.days_and_source()
     chosen: list[tuple[str, DaySummary]] = []
     for human in humans:
         candidates: list[tuple[str, DaySummary]] = []
@@ -292,10 +292,7 @@ def _on_the_fly(humans: Sequence[Human], kind: str, filters: Filters) -> list[tu
 
 
 def _series_rollups(human: Human, kind: str, scope: Filters) -> list[DaySummary]:
-    rows = DayStat.objects.filter(human_id=human.pk, type=kind, count__gt=0)
-    for column, op, value in scope.conditions():
-        lookup = {">=": "__gte", "<=": "__lte", "=": ""}[op]
-        rows = rows.filter(**{f"{column}{lookup}": value})
+    rows = scope.apply(DayStat.objects.filter(human_id=human.pk, type=kind, count__gt=0))
     return [
         DaySummary(kind, day, count, stats, created, updated, source)
         for day, source, count, stats, created, updated in rows.values_list(

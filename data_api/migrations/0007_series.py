@@ -3,12 +3,13 @@ local day (data_api_series), keeping each reading's provider id, content, create
 updatedAt; their daily rollups are rewritten from the moved readings. Reading ids change once
 (to `day row id << 20 | slot`)."""
 
-from collections import defaultdict
+from itertools import groupby
 
 import django.db.models.deletion
 from django.db import migrations, models
 
 MOVED = ("heart_rate",)
+BATCH = 500
 
 
 def _ms(moment):
@@ -22,10 +23,13 @@ def move_readings(apps, schema_editor):
     day_row = apps.get_model("data_api", "Series")
     day_stat = apps.get_model("data_api", "DayStat")
     for kind in MOVED:
-        keys = record.objects.filter(type=kind).values_list("connection_id", "local_day").distinct()
-        for connection_id, local_day in keys.order_by("connection_id", "local_day").iterator():
-            rows = list(record.objects.filter(connection_id=connection_id, type=kind, local_day=local_day))
-            rows.sort(key=lambda r: (r.start_time, r.pk))
+        # One pass over the readings in day order, a day row written per 500 days.
+        ordered = record.objects.filter(type=kind).order_by("connection_id", "local_day", "start_time", "id")
+        made = []
+        for (connection_id, local_day), group in groupby(
+            ordered.iterator(chunk_size=5000), key=lambda r: (r.connection_id, r.local_day)
+        ):
+            rows = list(group)
             readings = [
                 [
                     _ms(r.start_time),
@@ -40,45 +44,50 @@ def move_readings(apps, schema_editor):
                 ]
                 for slot, r in enumerate(rows)
             ]
-            stamps = defaultdict(int)
-            for r in readings:
-                stamps[(r[series.CREATED], r[series.UPDATED])] += 1
-            first = rows[0]
-            day_row.objects.create(
-                human_id=first.human_id,
-                connection_id=connection_id,
-                source=first.source,
-                type=kind,
-                local_day=local_day,
-                count=len(readings),
-                first_ms=readings[0][series.AT],
-                last_ms=max(r[series.AT] for r in readings),
-                created_ms=min(r[series.CREATED] for r in readings),
-                updated_ms=max(r[series.UPDATED] for r in readings),
-                stamps=[[c, u, n] for (c, u), n in sorted(stamps.items())],
-                next_slot=len(readings),
-                payload=series.encode(readings),
+            made.append(
+                day_row(
+                    human_id=rows[0].human_id,
+                    connection_id=connection_id,
+                    source=rows[0].source,
+                    type=kind,
+                    local_day=local_day,
+                    next_slot=len(readings),
+                    **series.header(readings),
+                )
             )
+            if len(made) == BATCH:
+                day_row.objects.bulk_create(made)
+                made = []
+        day_row.objects.bulk_create(made)
         record.objects.filter(type=kind).delete()
-        # Every rollup of the moved type, recomputed from the day rows (one source per row).
+        # Every rollup of the moved type, recomputed from the day rows (a Human's connections
+        # of one source together).
         day_stat.objects.filter(type=kind).delete()
-        sums = defaultdict(list)
-        for row in day_row.objects.filter(type=kind).iterator():
-            sums[(row.human_id, row.source, row.local_day)].extend(series.decode(row.payload))
-        for (human_id, source, local_day), readings in sums.items():
-            stat = series._day_stat(human_id, source, kind, local_day, readings)
-            day_stat.objects.create(
-                human_id=human_id,
-                type=kind,
-                local_day=local_day,
-                source=source,
-                generation=1,
-                done_generation=1,
-                count=stat.count,
-                stats=stat.stats,
-                created_at=stat.created_at,
-                updated_at=stat.updated_at,
+        stats = []
+        days = day_row.objects.filter(type=kind).order_by("human_id", "source", "local_day")
+        for (human_id, source, local_day), group in groupby(
+            days.iterator(chunk_size=500), key=lambda d: (d.human_id, d.source, d.local_day)
+        ):
+            readings = [r for row in group for r in series.decode(row.payload)]
+            stat = series.day_stat(human_id, source, kind, local_day, readings)
+            stats.append(
+                day_stat(
+                    human_id=human_id,
+                    type=kind,
+                    local_day=local_day,
+                    source=source,
+                    generation=1,
+                    done_generation=1,
+                    count=stat.count,
+                    stats=stat.stats,
+                    created_at=stat.created_at,
+                    updated_at=stat.updated_at,
+                )
             )
+            if len(stats) == BATCH:
+                day_stat.objects.bulk_create(stats)
+                stats = []
+        day_stat.objects.bulk_create(stats)
 
 
 def external_storage(apps, schema_editor):

@@ -353,18 +353,13 @@ class FitbitSource(OAuth2CodeSource):
     def _reconcile(self, ctx: SyncContext, stream: Stream, params: dict[str, str]) -> Iterator[list[Any]]:
         """`dataPoints:reconcile`, page by page until `nextPageToken` is empty or absent."""
         url = f"{self.api_url}/v4/users/me/dataTypes/{stream.data_type}/dataPoints:reconcile"
-        params = dict(params)
-        seen_tokens: set[str] = set()
-        while True:
-            body = ctx.http.get_json(url, params=params, headers=self.auth_headers(ctx.credentials))
-            points, next_token = _page_reply(body, "dataPoints")
-            yield points
-            if not next_token:
-                return
-            if next_token in seen_tokens:
-                raise TransientError(f"Google Health repeated a page token for {stream.data_type}")
-            seen_tokens.add(next_token)
-            params["pageToken"] = next_token
+
+        def page(token: str | None) -> tuple[list[Any], str]:
+            query = {**params, "pageToken": token} if token else params
+            body = ctx.http.get_json(url, params=query, headers=self.auth_headers(ctx.credentials))
+            return _page_reply(body, "dataPoints")
+
+        return _token_pages(page, stream.data_type)
 
     def _daily_rollup(self, ctx: SyncContext, data_type: str, first: date, stop: date) -> Iterator[Any]:
         """`dataPoints:dailyRollUp` over the civil days [first, stop), one window per day."""
@@ -373,19 +368,16 @@ class FitbitSource(OAuth2CodeSource):
             "range": {"start": {"date": _date_object(first)}, "end": {"date": _date_object(stop)}},
             "windowSizeDays": 1,
         }
-        seen_tokens: set[str] = set()
-        while True:
+
+        def page(token: str | None) -> tuple[list[Any], str]:
+            body = {**request, "pageToken": token} if token else request
             response = ctx.http.request(
-                "POST", url, json=request, headers=self.auth_headers(ctx.credentials), inspect=decode_json
+                "POST", url, json=body, headers=self.auth_headers(ctx.credentials), inspect=decode_json
             )
-            rows, next_token = _page_reply(response.json(), "rollupDataPoints")
+            return _page_reply(response.json(), "rollupDataPoints")
+
+        for rows in _token_pages(page, f"the {data_type} daily roll-up"):
             yield from rows
-            if not next_token:
-                return
-            if next_token in seen_tokens:
-                raise TransientError(f"Google Health repeated a page token for the {data_type} daily roll-up")
-            seen_tokens.add(next_token)
-            request["pageToken"] = next_token
 
     # --- normalizing ---------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
@@ -469,6 +461,21 @@ def _granted(scope: Any) -> set[str]:
     if isinstance(scope, list | tuple):
         return {str(s) for s in scope}
     return set(str(scope or "").split())
+
+
+def _token_pages(page: Callable[[str | None], tuple[list[Any], str]], what: str) -> Iterator[list[Any]]:
+    """Every page of a paged answer: `page(token)` returns a page's items and the next token
+    (empty at the end). A token seen before would loop forever: a transient error instead."""
+    seen: set[str] = set()
+    token: str | None = None
+    while True:
+        items, token = page(token)
+        yield items
+        if not token:
+            return
+        if token in seen:
+            raise TransientError(f"Google Health repeated a page token for {what}")
+        seen.add(token)
 
 
 def _page_reply(body: Any, key: str) -> tuple[list[Any], str]:
