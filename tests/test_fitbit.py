@@ -23,7 +23,7 @@ from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
 from tests.data_api_helpers import stored_counts, stored_records
-from tests.emulators.google_health import CLIENT_ID, CLIENT_SECRET, HEALTH_USER_ID, GoogleHealthEmulator
+from tests.emulators.google_health import HEALTH_USER_ID, GoogleHealthEmulator
 from tests.factories import Persona
 
 REDIRECT_URI = "http://127.0.0.1:8000/connect/oauth/callback"
@@ -32,14 +32,7 @@ REDIRECT_URI = "http://127.0.0.1:8000/connect/oauth/callback"
 @pytest.fixture
 def google(settings: Any) -> Iterator[GoogleHealthEmulator]:
     emulator = GoogleHealthEmulator().start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_FITBIT_CLIENT_ID": CLIENT_ID,
-        "SOURCE_FITBIT_CLIENT_SECRET": CLIENT_SECRET,
-        "SOURCE_FITBIT_AUTHORIZE_URL": f"{emulator.url}/o/oauth2/v2/auth",
-        "SOURCE_FITBIT_TOKEN_URL": f"{emulator.url}/token",
-        "SOURCE_FITBIT_API_URL": emulator.url,
-        "SOURCE_FITBIT_HISTORY_DAYS": "30",
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings(30)
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

@@ -28,8 +28,6 @@ from sources.models import Connection, SyncOutcome
 from tests.data_api_helpers import access_client, stored_counts, stored_records
 from tests.emulators.google_health import (
     ACTIVITY_SCOPE,
-    CLIENT_ID,
-    CLIENT_SECRET,
     DOCS_SLEEP,
     METRICS_SCOPE,
     OBSERVED_EXERCISES,
@@ -57,14 +55,7 @@ EARLIEST = date(2026, 3, 1)
 @pytest.fixture
 def google(settings: Any) -> Iterator[GoogleHealthEmulator]:
     emulator = GoogleHealthEmulator(rate_limit_per_minute=100_000).start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_FITBIT_CLIENT_ID": CLIENT_ID,
-        "SOURCE_FITBIT_CLIENT_SECRET": CLIENT_SECRET,
-        "SOURCE_FITBIT_AUTHORIZE_URL": f"{emulator.url}/o/oauth2/v2/auth",
-        "SOURCE_FITBIT_TOKEN_URL": f"{emulator.url}/token",
-        "SOURCE_FITBIT_API_URL": emulator.url,
-        "SOURCE_FITBIT_HISTORY_DAYS": str((datetime.now(UTC).date() - EARLIEST).days + 2),
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings((datetime.now(UTC).date() - EARLIEST).days + 2)
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

@@ -31,8 +31,6 @@ from sources.models import Connection, SyncOutcome
 from tests.data_api_helpers import access_client
 from tests.emulators.google_health import (
     ACTIVITY_SCOPE,
-    CLIENT_ID,
-    CLIENT_SECRET,
     DOCS_SLEEP,
     METRICS_SCOPE,
     OBSERVED_SLEEP,
@@ -60,14 +58,7 @@ VITALS = [ACTIVITY_SCOPE, METRICS_SCOPE, SETTINGS_SCOPE]
 def google(settings: Any) -> Iterator[GoogleHealthEmulator]:
     emulator = GoogleHealthEmulator(rate_limit_per_minute=100_000, time_zone="Asia/Tokyo", utc_offset="32400s")
     emulator.start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_FITBIT_CLIENT_ID": CLIENT_ID,
-        "SOURCE_FITBIT_CLIENT_SECRET": CLIENT_SECRET,
-        "SOURCE_FITBIT_AUTHORIZE_URL": f"{emulator.url}/o/oauth2/v2/auth",
-        "SOURCE_FITBIT_TOKEN_URL": f"{emulator.url}/token",
-        "SOURCE_FITBIT_API_URL": emulator.url,
-        "SOURCE_FITBIT_HISTORY_DAYS": str((datetime.now(UTC).date() - EARLIEST).days + 2),
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings((datetime.now(UTC).date() - EARLIEST).days + 2)
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

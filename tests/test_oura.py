@@ -37,14 +37,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def oura(settings: Any) -> Iterator[OuraEmulator]:
     emulator = OuraEmulator(page_size=25).start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_OURA_CLIENT_ID": emulator.client_id,
-        "SOURCE_OURA_CLIENT_SECRET": emulator.client_secret,
-        "SOURCE_OURA_AUTHORIZE_URL": emulator.url + "/oauth/authorize",
-        "SOURCE_OURA_TOKEN_URL": emulator.url + "/oauth/token",
-        "SOURCE_OURA_API_URL": emulator.url,
-        "SOURCE_OURA_HISTORY_DAYS": str(HISTORY_DAYS),
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings(HISTORY_DAYS)
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     today = datetime.now(UTC).date()
     emulator.seed(today - timedelta(days=HISTORY_DAYS), today)

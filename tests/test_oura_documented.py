@@ -338,14 +338,7 @@ VO2_MAX: dict[str, Any] = {
 def oura(settings: Any) -> Iterator[OuraEmulator]:
     emulator = OuraEmulator(page_size=2)
     emulator.start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_OURA_CLIENT_ID": emulator.client_id,
-        "SOURCE_OURA_CLIENT_SECRET": emulator.client_secret,
-        "SOURCE_OURA_AUTHORIZE_URL": emulator.url + "/oauth/authorize",
-        "SOURCE_OURA_TOKEN_URL": emulator.url + "/oauth/token",
-        "SOURCE_OURA_API_URL": emulator.url,
-        "SOURCE_OURA_HISTORY_DAYS": str((timezone.now().date() - EARLIEST).days),
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings((timezone.now().date() - EARLIEST).days)
     yield emulator
     emulator.stop()
 

@@ -138,14 +138,7 @@ def long_ring(settings: Any) -> Iterator[OuraEmulator]:
 def _ring(settings: Any, earliest: date) -> Iterator[OuraEmulator]:
     emulator = OuraEmulator(page_size=10)
     emulator.start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_OURA_CLIENT_ID": emulator.client_id,
-        "SOURCE_OURA_CLIENT_SECRET": emulator.client_secret,
-        "SOURCE_OURA_AUTHORIZE_URL": emulator.url + "/oauth/authorize",
-        "SOURCE_OURA_TOKEN_URL": emulator.url + "/oauth/token",
-        "SOURCE_OURA_API_URL": emulator.url,
-        "SOURCE_OURA_HISTORY_DAYS": str((timezone.now().date() - earliest).days),
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings((timezone.now().date() - earliest).days)
     settings.PROVIDER_RETRY_ATTEMPTS = 1
     yield emulator
     emulator.stop()

@@ -36,15 +36,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def strava(settings: Any) -> Iterator[StravaEmulator]:
     emulator = StravaEmulator().start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_STRAVA_CLIENT_ID": emulator.client_id,
-        "SOURCE_STRAVA_CLIENT_SECRET": emulator.client_secret,
-        "SOURCE_STRAVA_AUTHORIZE_URL": emulator.url + "/oauth/authorize",
-        "SOURCE_STRAVA_TOKEN_URL": emulator.url + "/oauth/token",
-        "SOURCE_STRAVA_API_URL": emulator.url + "/api/v3",
-        "SOURCE_STRAVA_HISTORY_DAYS": str(HISTORY_DAYS),
-        "SOURCE_STRAVA_PER_PAGE": "4",
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings(HISTORY_DAYS, PER_PAGE="4")
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     today = datetime.now(UTC).date()
     # Eight days: all recent enough to be looked up as listed (the plugin remembers 9 days).

@@ -23,7 +23,7 @@ from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import RetryLater, connection_sync
 from tests.data_api_helpers import stored_counts, stored_records
-from tests.emulators.withings import CLIENT_ID, CLIENT_SECRET, USER_ID, WithingsEmulator
+from tests.emulators.withings import USER_ID, WithingsEmulator
 from tests.factories import Persona
 
 REDIRECT_URI = "https://hapi.example.org/connect/oauth/callback"
@@ -32,14 +32,7 @@ REDIRECT_URI = "https://hapi.example.org/connect/oauth/callback"
 @pytest.fixture
 def withings(settings: Any) -> Iterator[WithingsEmulator]:
     emulator = WithingsEmulator().start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_WITHINGS_CLIENT_ID": CLIENT_ID,
-        "SOURCE_WITHINGS_CLIENT_SECRET": CLIENT_SECRET,
-        "SOURCE_WITHINGS_AUTHORIZE_URL": f"{emulator.url}/oauth2_user/authorize2",
-        "SOURCE_WITHINGS_TOKEN_URL": f"{emulator.url}/v2/oauth2",
-        "SOURCE_WITHINGS_API_URL": emulator.url,
-        "SOURCE_WITHINGS_HISTORY_DAYS": "30",
-    }
+    settings.SOURCE_SETTINGS = emulator.source_settings(30)
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

@@ -22,7 +22,7 @@ from sources.models import Connection, SyncOutcome
 from sources.services import connection_store
 from sources.sync import connection_sync
 from tests.data_api_helpers import access_client, stored_records
-from tests.emulators.withings import CLIENT_ID, CLIENT_SECRET, WithingsEmulator
+from tests.emulators.withings import WithingsEmulator
 from tests.factories import Persona
 from tests.test_withings import REDIRECT_URI, consent, plugin
 
@@ -323,14 +323,8 @@ REFERENCE_DAY = {
 @pytest.fixture
 def withings(settings: Any) -> Iterator[WithingsEmulator]:
     emulator = WithingsEmulator(page_size=3, timezone="Europe/Amsterdam").start()
-    settings.SOURCE_SETTINGS = {
-        "SOURCE_WITHINGS_CLIENT_ID": CLIENT_ID,
-        "SOURCE_WITHINGS_CLIENT_SECRET": CLIENT_SECRET,
-        "SOURCE_WITHINGS_AUTHORIZE_URL": f"{emulator.url}/oauth2_user/authorize2",
-        "SOURCE_WITHINGS_TOKEN_URL": f"{emulator.url}/v2/oauth2",
-        "SOURCE_WITHINGS_API_URL": emulator.url,
-        "SOURCE_WITHINGS_HISTORY_DAYS": str((date.today() - date(2020, 1, 1)).days),  # back to the examples
-    }
+    # History back to the examples.
+    settings.SOURCE_SETTINGS = emulator.source_settings((date.today() - date(2020, 1, 1)).days)
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

@@ -55,12 +55,7 @@ def oura_stack(
 ) -> Iterator[LiveStack]:
     """A live stack whose Oura source is the emulator (server and worker alike)."""
     settings = {
-        "SOURCE_OURA_CLIENT_ID": oura.client_id,
-        "SOURCE_OURA_CLIENT_SECRET": oura.client_secret,
-        "SOURCE_OURA_AUTHORIZE_URL": oura.url + "/oauth/authorize",
-        "SOURCE_OURA_TOKEN_URL": oura.url + "/oauth/token",
-        "SOURCE_OURA_API_URL": oura.url,
-        "SOURCE_OURA_HISTORY_DAYS": str(HISTORY_DAYS),
+        **oura.source_settings(HISTORY_DAYS),
         "ALLOW_HTTP_PROVIDERS": "1",  # the emulator speaks plain HTTP on 127.0.0.1
     }
     stack = start_stack(tmp_path_factory.mktemp("oura-live"), settings)

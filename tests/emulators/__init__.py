@@ -28,3 +28,29 @@ class ServerThread:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def source_settings(
+    slug: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    authorize_url: str,
+    token_url: str,
+    api_url: str,
+    history_days: int,
+    **extra: str,
+) -> dict[str, str]:
+    """SOURCE_SETTINGS pointing a source at an emulator; `extra` are more keys of that source
+    (`PER_PAGE="4"` is SOURCE_<SLUG>_PER_PAGE)."""
+    prefix = f"SOURCE_{slug.upper()}_"
+    values = {
+        "CLIENT_ID": client_id,
+        "CLIENT_SECRET": client_secret,
+        "AUTHORIZE_URL": authorize_url,
+        "TOKEN_URL": token_url,
+        "API_URL": api_url,
+        "HISTORY_DAYS": str(history_days),
+        **extra,
+    }
+    return {prefix + key: value for key, value in values.items()}

@@ -42,7 +42,7 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from . import ServerThread
+from . import ServerThread, source_settings
 
 CLIENT_ID = "gh-client-1.apps.googleusercontent.com"
 CLIENT_SECRET = "gh-secret-1"
@@ -183,6 +183,18 @@ class GoogleHealthEmulator:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def source_settings(self, history_days: int) -> dict[str, str]:
+        """SOURCE_SETTINGS pointing the Fitbit source (the Google Health API) here."""
+        return source_settings(
+            "fitbit",
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            authorize_url=f"{self.url}/o/oauth2/v2/auth",
+            token_url=f"{self.url}/token",
+            api_url=self.url,
+            history_days=history_days,
+        )
 
     def start(self) -> GoogleHealthEmulator:
         self.server.start()

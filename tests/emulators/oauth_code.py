@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from . import ServerThread
+from . import ServerThread, source_settings
 
 Handler = Callable[..., Response]
 
@@ -49,6 +49,8 @@ class AccessToken:
 
 
 class OAuthCodeEmulator:
+    source_slug = ""  # the source whose settings `source_settings` gives
+    api_path = ""  # where the API lives under the emulator's URL
     client_id = "client-1"
     client_secret = "secret-1"
     scope_separator = " "
@@ -76,6 +78,19 @@ class OAuthCodeEmulator:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def source_settings(self, history_days: int, **extra: str) -> dict[str, str]:
+        """SOURCE_SETTINGS for the source this emulator stands for (`source_slug`)."""
+        return source_settings(
+            self.source_slug,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            authorize_url=self.url + "/oauth/authorize",
+            token_url=self.url + "/oauth/token",
+            api_url=self.url + self.api_path,
+            history_days=history_days,
+            **extra,
+        )
 
     def start(self) -> OAuthCodeEmulator:
         self.server.start()

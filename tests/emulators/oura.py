@@ -65,6 +65,7 @@ def document_id(collection: str, day: date) -> str:
 
 
 class OuraEmulator(OAuthCodeEmulator):
+    source_slug = "oura"
     client_id = "oura-client"
     client_secret = "oura-secret"
     access_ttl = 86400

@@ -66,6 +66,8 @@ def fault(resource: str, field: str, code: str, message: str = "Bad Request") ->
 
 
 class StravaEmulator(OAuthCodeEmulator):
+    source_slug = "strava"
+    api_path = "/api/v3"
     client_id = "12345"
     client_secret = "strava-secret"
     scope_separator = ","

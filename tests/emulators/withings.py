@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
-from . import ServerThread
+from . import ServerThread, source_settings
 
 CLIENT_ID = "wi-client-1"
 CLIENT_SECRET = "wi-secret-1"
@@ -134,6 +134,18 @@ class WithingsEmulator:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def source_settings(self, history_days: int) -> dict[str, str]:
+        """SOURCE_SETTINGS pointing the Withings source here."""
+        return source_settings(
+            "withings",
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            authorize_url=f"{self.url}/oauth2_user/authorize2",
+            token_url=f"{self.url}/v2/oauth2",
+            api_url=self.url,
+            history_days=history_days,
+        )
 
     def start(self) -> WithingsEmulator:
         self.server.start()
