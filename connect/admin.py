@@ -18,6 +18,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from data_api.notifications import refused_notify_url
+from sources.registry import plugin_classes
+
 from .audit import audit
 from .models import Actor, Application, AuditEntry, Human, Token
 from .services import application_create, origin_normalize
@@ -41,8 +44,6 @@ def _origins(text: str) -> list[str]:
 
 
 def _notify_url(url: str) -> str:
-    from data_api.notifications import refused_notify_url
-
     refused = refused_notify_url(url) if url else ""
     if refused:
         raise forms.ValidationError(f"Refused: {refused}")
@@ -85,8 +86,6 @@ class ApplicationChangeForm(ApplicationFormBase):
         return _notify_url(self.cleaned_data.get("notify_url", ""))
 
     def clean_source_priority(self) -> str:
-        from sources.registry import plugin_classes
-
         slugs = [slug.strip() for slug in self.cleaned_data.get("source_priority", "").split(",") if slug.strip()]
         unknown = [slug for slug in slugs if slug not in plugin_classes()]
         if unknown:

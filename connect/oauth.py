@@ -28,6 +28,7 @@ from sources.base import AuthKind, AuthorizationFailed, SourceError
 from sources.http import ProviderHttp
 from sources.models import Connection
 from sources.oauth import OAuth2CodeSource, pkce_pair
+from sources.registry import plugin_classes
 from sources.services import UnknownSource, connection_store, offered_plugin
 
 from .audit import audit
@@ -228,8 +229,6 @@ def _audit_failure(row: OAuthState, request: HttpRequest, reason: str) -> None:
 
 
 def _source_name(slug: str) -> str:
-    from sources.registry import plugin_classes
-
     cls = plugin_classes().get(slug)
     return cls.name if cls else slug
 

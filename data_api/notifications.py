@@ -235,23 +235,25 @@ def deliver(notification_id: int) -> bool | None:
         return None
     if not _claim(notification, timezone.now()):
         return None
-    application = notification.application
-    body = json.dumps(notification.payload, separators=(",", ":")).encode()
-    if not application.notify_url:
-        outcome = Outcome(None, "the application has no notify URL", 0)
-    else:
-        try:
-            secret = application.webhook_secret
-        except DecryptionError:
-            outcome = Outcome(None, "the webhook secret can't be decrypted with the configured keys", 0)
-        else:
-            refused = refused_notify_url(application.notify_url)
-            if refused:
-                outcome = Outcome(None, f"not sent: {refused}", 0)
-            else:
-                outcome = _post(application.notify_url, secret, body, notification.event_type)
+    outcome = _attempt(notification)
     _record(notification, outcome)
     return outcome.delivered
+
+
+def _attempt(notification: Notification) -> Outcome:
+    """Send the notification once, unless it can't be sent at all (and why)."""
+    application = notification.application
+    if not application.notify_url:
+        return Outcome(None, "the application has no notify URL", 0)
+    try:
+        secret = application.webhook_secret
+    except DecryptionError:
+        return Outcome(None, "the webhook secret can't be decrypted with the configured keys", 0)
+    refused = refused_notify_url(application.notify_url)
+    if refused:
+        return Outcome(None, f"not sent: {refused}", 0)
+    body = json.dumps(notification.payload, separators=(",", ":")).encode()
+    return _post(application.notify_url, secret, body, notification.event_type)
 
 
 def _record(notification: Notification, outcome: Outcome) -> None:

@@ -41,6 +41,7 @@ from .records import (
     row_json,
     rows_for_json,
 )
+from .summaries import latest_summary
 
 ANCHOR_EVERY = 250
 
@@ -216,8 +217,6 @@ def camel(name: str) -> str:
 
 def human_summary(human: Human) -> dict[str, Any]:
     """`/`: who, the latest reading of each measurement, the last daily summaries."""
-    from .summaries import latest_summary
-
     body: dict[str, Any] = {"humanId": human.pk, "email": human.email}
     for kind in MEASUREMENTS:
         body[camel(kind)] = latest_reading(human=human, kind=kind) or None

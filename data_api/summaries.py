@@ -30,6 +30,7 @@ from django.db import connection as db
 from django.db.models import F
 
 from connect.models import Application, Human
+from sources.models import Connection
 from sources.types import SERIES, SUMMARIZED, Measure, aggregate, daily_totals_of, finish
 
 from .models import DayStat, Record
@@ -302,8 +303,6 @@ def _series_rollups(human: Human, kind: str, scope: Filters) -> list[DaySummary]
 
 
 def _source_rank(human: Human) -> Any:
-    from sources.models import Connection
-
     priority = human.application.summary_priority
     connected = dict(Connection.objects.filter(human=human).values_list("source", "connected_at"))
     latest = max(connected.values(), default=None)

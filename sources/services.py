@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from connect.audit import audit
 from connect.models import Actor, Human
+from data_api.notifications import notify_connection_event
 
 from .base import AuthKind, Credentials
 from .http import ProviderHttp
@@ -71,8 +72,6 @@ def audit_connection(
 
 
 def connection_store(*, human: Human, slug: str, credentials: Credentials, request: HttpRequest | None) -> Connection:
-    from data_api.notifications import notify_connection_event
-
     now = timezone.now()
     with transaction.atomic():
         connection, created = Connection.objects.select_for_update().get_or_create(human=human, source=slug)
@@ -97,8 +96,6 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
 
 def connection_disconnect(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
     """Stop syncing and forget the provider credentials. Records already stored stay."""
-    from data_api.notifications import notify_connection_event
-
     with transaction.atomic():
         Connection.objects.filter(pk=connection.pk).update(
             status=ConnectionStatus.DISCONNECTED,

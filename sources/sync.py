@@ -20,6 +20,8 @@ from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
+from data_api.notifications import notify_connection_event, notify_data_updated
+
 from .base import (
     Collection,
     PermanentError,
@@ -33,7 +35,7 @@ from .base import (
 )
 from .http import ProviderHttp
 from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
-from .registry import get_plugin
+from .registry import get_plugin, source_settings
 from .types import RECORD_TYPES
 from .upsert import TypeCounts, count_in_window, delete_missing, refresh_statistics, stored_id, upsert_records
 
@@ -208,8 +210,6 @@ def fresh_credentials(
 
 
 def mark_reauth_required(connection: Connection, reason: str) -> None:
-    from data_api.notifications import notify_connection_event
-
     from .services import audit_connection
 
     Connection.objects.filter(pk=connection.pk).update(status=ConnectionStatus.REAUTH_REQUIRED)
@@ -244,8 +244,6 @@ def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> 
 
 
 def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
-    from data_api.notifications import notify_data_updated
-
     plugin = get_plugin(connection.source)
     history = connection.history_synced_at is None
     run = SyncRun.objects.create(connection=connection, kind=SyncKind.HISTORY if history else SyncKind.INCREMENTAL)
@@ -289,8 +287,6 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
         refresh_statistics(totals.written - totals.analyzed_at)
         notify_data_updated(connection, run)
     if outcome == SyncOutcome.FAILED:
-        from data_api.notifications import notify_connection_event
-
         notify_connection_event(connection, "sync.failed", error=error)
     if outcome == SyncOutcome.RETRYING:
         raise RetryLater(error, retry_after)
@@ -319,8 +315,6 @@ def _claimed(connection: Connection) -> QuerySet[Connection]:
 
 
 def _interval(slug: str) -> int:
-    from .registry import source_settings
-
     raw = source_settings(slug).get("SYNC_INTERVAL", "")
     return int(raw) if raw.isdigit() and int(raw) >= 60 else settings.SYNC_INTERVAL
 
