@@ -431,7 +431,13 @@ def test_it_can_keep_its_counters_in_redis(db: None, settings: Any) -> None:
 def test_it_cannot_be_locked_out_by_anyone_who_knows_its_client_id(alice: Persona, tmp_path: Path) -> None:
     """On a running server behind one trusted proxy: junk secrets sent with the tenant's public
     client_id from a few addresses slow those addresses down, never the tenant."""
-    limits = {"RATE_LIMIT_TOKEN_PER_CLIENT": "10", "RATE_LIMIT_TOKEN_FAILURES": "5", "TRUSTED_PROXIES": "1"}
+    # A day-long window: counts that restart at a minute's turn mid-test would double the budgets.
+    limits = {
+        "RATE_LIMIT_TOKEN_PER_CLIENT": "10",
+        "RATE_LIMIT_TOKEN_FAILURES": "5",
+        "TRUSTED_PROXIES": "1",
+        "RATE_LIMIT_WINDOW": "86400",
+    }
     stack = start_stack(tmp_path, {**limits, "RATE_LIMIT_TOKEN_PER_IP": "1000"}, worker=False)
     try:
         body = {
@@ -461,7 +467,9 @@ def test_it_cannot_be_locked_out_by_anyone_who_knows_its_client_id(alice: Person
 @pytest.mark.django_db(transaction=True)
 def test_it_shares_limits_across_web_processes(alice: Persona, tmp_path: Path) -> None:
     stack = start_stack(
-        tmp_path, {"RATE_LIMIT_TOKEN_PER_CLIENT": "10", "RATE_LIMIT_TOKEN_PER_IP": "1000"}, worker=False
+        tmp_path,
+        {"RATE_LIMIT_TOKEN_PER_CLIENT": "10", "RATE_LIMIT_TOKEN_PER_IP": "1000", "RATE_LIMIT_WINDOW": "86400"},
+        worker=False,
     )
     try:
         body = {
