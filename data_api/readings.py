@@ -124,58 +124,81 @@ def _covering(groups: Sequence[tuple[T, int]], window: Window) -> tuple[list[T],
     return chosen, skip
 
 
-def _headers(human_id: str, kind: str, filters: Filters, *, with_stamps: bool) -> list[tuple[int, int, int, int, Any]]:
-    """(id, first ms, last ms, count, stamps or None) of the Human's day rows of `kind` that the
-    day and source filters select, newest last instant first. Plain SQL: a year of history is
-    365 small rows, read on every page, where the ORM's per-row work would cost more than the
-    index range itself."""
+# The Human's day rows of a type, newest last instant first, with the payloads of the rows the
+# page most likely needs in the same round trip: those whose readings, counted in this order,
+# overlap [offset, offset + limit). (Exact for rows that don't overlap in time and without
+# filters on times; any other row the page needs is fetched afterwards.)
+_HEADERS = """
+SELECT id, first_ms, last_ms, count, {stamps}, source,
+       CASE WHEN before < %s AND before + count > %s THEN payload END
+FROM (
+    SELECT *, coalesce(sum(count) OVER (ORDER BY last_ms DESC, id DESC
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    FROM data_api_series WHERE human_id = %s AND type = %s{conditions}
+) rows
+ORDER BY last_ms DESC, id DESC
+"""
+
+
+def _headers(
+    human_id: str, kind: str, filters: Filters, window: Window, *, with_stamps: bool
+) -> tuple[list[tuple[int, int, int, int, Any]], dict[int, tuple[str, Any]]]:
+    """(id, first ms, last ms, count, stamps or None) of the day rows the day and source filters
+    select, and (source, payload) of the ones likely on the page (see _HEADERS). Plain SQL: a
+    year of history is 365 small rows, read on every page, where the ORM's per-row work would
+    cost more than the index range itself."""
     conditions, params = filters.days_and_source().sql()
+    sql = _HEADERS.format(stamps="stamps" if with_stamps else "NULL", conditions=conditions)
     with db.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, first_ms, last_ms, count, {'stamps' if with_stamps else 'NULL'} FROM data_api_series"
-            f" WHERE human_id = %s AND type = %s{conditions} ORDER BY last_ms DESC, id DESC",
-            [human_id, kind, *params],
-        )
+        cursor.execute(sql, [window.offset + window.limit, window.offset, human_id, kind, *params])
         rows = cursor.fetchall()
-    if with_stamps:
-        return [(i, f, la, n, json.loads(st) if isinstance(st, str) else st) for i, f, la, n, st in rows]
-    return rows
+    headers = [(i, f, la, n, json.loads(st) if isinstance(st, str) else st) for i, f, la, n, st, _, _ in rows]
+    return headers, {row[0]: (row[5], row[6]) for row in rows if row[6] is not None}
 
 
 def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
     test = _stamp_test(filters)
-    groups = _groups(_headers(human.pk, kind, filters, with_stamps=test is not None), test)
+    headers, payloads = _headers(human.pk, kind, filters, window, with_stamps=test is not None)
+    groups = _groups(headers, test)
     total = sum(n for _, n in groups)
     chosen, skip = _covering(groups, window)
     wanted = [series_id for ids in chosen for series_id in ids]
-    items: list[dict[str, Any]] = []
-    if wanted:
-        opened = {
-            series_id: (source, Columns(payload))
-            for series_id, source, payload in Series.objects.filter(pk__in=wanted).values_list(
-                "id", "source", "payload"
-            )
-        }
-        if len(wanted) == 1 and test is None:
-            # One row alone in its span: its readings, newest first, are its payload's order
-            # reversed (sorted by instant, then slot, as their ids are).
-            columns = opened[wanted[0]][1]
-            last = len(columns) - 1
-            picked = [(wanted[0], last - n) for n in range(skip, min(skip + window.limit, len(columns)))]
-        else:
-            found = []
-            for series_id, (_, columns) in opened.items():
-                times, slots = columns.times, columns.slots
-                for n in range(len(columns)):
-                    if test is None or test(*columns.stamps(n)):
-                        found.append((times[n], reading_id(series_id, slots[n]), series_id, n))
-            found.sort(reverse=True)
-            picked = [(series_id, n) for _, _, series_id, n in found[skip : skip + window.limit]]
-        items = [
-            reading_json(human.pk, opened[series_id][0], series_id, opened[series_id][1].reading(n))
-            for series_id, n in picked
-        ]
+    missing = [series_id for series_id in wanted if series_id not in payloads]
+    if missing:
+        rows = Series.objects.filter(pk__in=missing).values_list("id", "source", "payload")
+        payloads.update({series_id: (source, payload) for series_id, source, payload in rows})
+    opened = {series_id: (payloads[series_id][0], Columns(payloads[series_id][1])) for series_id in wanted}
+    picked: list[tuple[int, int]] = []  # (row id, reading index), in list order
+    for ids in chosen:
+        ordered = _newest_first(ids, opened, test, skip + window.limit - len(picked))
+        picked.extend(ordered[skip:])
+        skip = max(0, skip - len(ordered))
+        if len(picked) >= window.limit:
+            break
+    items = [
+        reading_json(human.pk, opened[series_id][0], series_id, opened[series_id][1].reading(n))
+        for series_id, n in picked[: window.limit]
+    ]
     return Page(items, total, window.limit, window.offset)
+
+
+def _newest_first(
+    ids: list[int], opened: dict[int, tuple[str, Columns]], test: Callable[[int, int], bool] | None, most: int
+) -> list[tuple[int, int]]:
+    """The first `most` readings of a group of day rows, newest first by (instant, id)."""
+    if len(ids) == 1 and test is None:
+        # One row alone in its span: its payload's order (instant, then slot, as ids go) reversed.
+        last = len(opened[ids[0]][1]) - 1
+        return [(ids[0], last - n) for n in range(min(most, last + 1))]
+    found = []
+    for series_id in ids:
+        columns = opened[series_id][1]
+        times, slots = columns.times, columns.slots
+        for n in range(len(columns)):
+            if test is None or test(*columns.stamps(n)):
+                found.append((times[n], reading_id(series_id, slots[n]), series_id, n))
+    found.sort(reverse=True)
+    return [(series_id, n) for _, _, series_id, n in found[:most]]
 
 
 def reading_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:

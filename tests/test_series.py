@@ -338,3 +338,39 @@ def test_erasing_a_user_erases_their_day_rows(client: Client, alice: Persona) ->
     assert response.status_code in (200, 204), response.content
     assert not Series.objects.filter(human_id=alice.human.pk).exists()
     assert not Connection.objects.filter(pk=connection.pk).exists()
+
+
+def test_a_payload_gives_back_exactly_what_was_stored() -> None:
+    """Every JSON type of a value and of the source data comes back as it went in: an integer
+    stays an integer, a boolean a boolean, text with any character stays that text."""
+    odd = [
+        (None, {"unit": "bpm"}),
+        (True, {"value": True}),
+        (72, {"value": 72, "unit": "bpm"}),
+        (72.0, {"value": 72.0, "unit": "bpm"}),
+        (2**60, {"value": 2**60}),
+        (64.5, {"value": 64, "unit": "bpm"}),  # fields that disagree with the value are kept as given
+        ("71", {"value": "71"}),
+    ]
+    readings = [
+        [
+            1_700_000_000_000 + 60_000 * n,
+            n,
+            f"id-{n}\n\u00e9\x00",
+            -300 if n % 2 else 330,
+            value,
+            fields,
+            {"text": 'caf\u00e9 \U0001f600 \x00 "quoted" ,]}', "n": n, "nested": [1, {"a": None}]},
+            1_700_000_000_123,
+            1_700_000_000_456 + n,
+        ]
+        for n, (value, fields) in enumerate(odd)
+    ]
+    payload = series.encode(readings)
+    back = series.decode(payload)
+    assert back == readings
+    for got, want in zip(back, readings, strict=True):
+        assert [type(v) for v in got] == [type(v) for v in want]
+        assert type(got[series.FIELDS].get("value")) is type(want[series.FIELDS].get("value"))
+    opened = series.Columns(payload)
+    assert [opened.source_data(n) for n in range(len(opened))] == [r[series.SOURCE_DATA] for r in readings]
