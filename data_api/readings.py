@@ -170,9 +170,9 @@ def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -
     opened = {series_id: (payloads[series_id][0], Columns(payloads[series_id][1])) for series_id in wanted}
     picked: list[tuple[int, int]] = []  # (row id, reading index), in list order
     for ids in chosen:
-        ordered = _newest_first(ids, opened, test, skip + window.limit - len(picked))
-        picked.extend(ordered[skip:])
-        skip = max(0, skip - len(ordered))
+        ordered, skipped = _newest_first(ids, opened, test, skip, window.limit - len(picked))
+        picked.extend(ordered)
+        skip -= skipped
         if len(picked) >= window.limit:
             break
     items = [
@@ -183,13 +183,19 @@ def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -
 
 
 def _newest_first(
-    ids: list[int], opened: dict[int, tuple[str, Columns]], test: Callable[[int, int], bool] | None, most: int
-) -> list[tuple[int, int]]:
-    """The first `most` readings of a group of day rows, newest first by (instant, id)."""
+    ids: list[int],
+    opened: dict[int, tuple[str, Columns]],
+    test: Callable[[int, int], bool] | None,
+    skip: int,
+    most: int,
+) -> tuple[list[tuple[int, int]], int]:
+    """Up to `most` readings of a group of day rows, newest first by (instant, id), after the
+    first `skip` of them; and how many were skipped."""
     if len(ids) == 1 and test is None:
         # One row alone in its span: its payload's order (instant, then slot, as ids go) reversed.
-        last = len(opened[ids[0]][1]) - 1
-        return [(ids[0], last - n) for n in range(min(most, last + 1))]
+        count = len(opened[ids[0]][1])
+        skipped = min(skip, count)
+        return [(ids[0], count - 1 - n) for n in range(skipped, min(skipped + most, count))], skipped
     found = []
     for series_id in ids:
         columns = opened[series_id][1]
@@ -198,7 +204,8 @@ def _newest_first(
             if test is None or test(*columns.stamps(n)):
                 found.append((times[n], reading_id(series_id, slots[n]), series_id, n))
     found.sort(reverse=True)
-    return [(series_id, n) for _, _, series_id, n in found[:most]]
+    skipped = min(skip, len(found))
+    return [(series_id, n) for _, _, series_id, n in found[skipped : skipped + most]], skipped
 
 
 def reading_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
