@@ -101,3 +101,36 @@ def test_it_serves_the_nights_measures_and_sleep_stages(alice: Persona, settings
     assert abs(temperature["value"] - 36.4 - temperature["deviation"]) < 0.011
     summary = client.get(f"/v1/human/sleeps/summary/{night['day']}").json()
     assert summary["remSleep"] == night["remSleep"]
+
+
+def test_a_night_is_served_once_it_is_over_with_its_measures() -> None:
+    """Mid-sleep, the night in progress is not served (nor its resting rate, HRV, ...): a device
+    reports a night when it ends. A minute after it ends, all of it is."""
+    from datetime import date, datetime, timedelta
+
+    from sources.base import RawPage, SyncContext
+    from sources.http import ProviderHttp
+    from sources.providers.demo import DemoGenerator, DemoSource
+
+    day = date(2026, 3, 4)
+    document = DemoGenerator("demouser", 60).day_document(day)
+    ends = datetime.fromisoformat(document["sleep"]["end"].replace("Z", "+00:00"))
+
+    def kinds_at(now: datetime) -> set[str]:
+        ctx = SyncContext(
+            connection_id="c",
+            external_user_id="demouser",
+            credentials={},
+            cursor={},
+            history=True,
+            now=now,
+            http=ProviderHttp(),
+            settings={},
+        )
+        records = DemoSource({}).normalize(RawPage(type="day", payload=document), ctx)
+        assert all((r.end_time or r.start_time) <= now for r in records)
+        return {r.type for r in records}
+
+    nightly = {"sleeps", "resting_heart_rate", "heart_rate_variability", "respiratory_rate", "body_temperature"}
+    assert not nightly & kinds_at(ends - timedelta(hours=1))
+    assert nightly <= kinds_at(ends + timedelta(minutes=1))

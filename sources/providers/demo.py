@@ -262,7 +262,9 @@ class DemoSource(SourcePlugin):
             day += timedelta(days=1)
 
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
-        return [r for r in normalize_day(page.payload) if r.start_time <= ctx.now]
+        """Today's records that have happened: a reading taken, a sleep or a workout ended (a
+        device reports a night once it is over, with its measures)."""
+        return [r for r in normalize_day(page.payload) if (r.end_time or r.start_time) <= ctx.now]
 
 
 def normalize_day(doc: dict[str, Any]) -> list[Record]:
