@@ -105,11 +105,12 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
-    """Both tenants with one synced Demo connection (one day of data) and live tokens.
+    """Both tenants with one synced Demo connection (yesterday's data and today's so far: just
+    after midnight, today alone holds hardly anything) and live tokens.
 
     Built once for the module and committed; each test still runs in a transaction that is
     rolled back, so whatever a test changes is undone before the next one."""
-    with django_db_blocker.unblock(), override_settings(DEMO_HISTORY_DAYS=1, DEMO_HEART_RATE_INTERVAL_MINUTES=120):
+    with django_db_blocker.unblock(), override_settings(DEMO_HISTORY_DAYS=2, DEMO_HEART_RATE_INTERVAL_MINUTES=120):
         personas = []
         for name, user in (("Alice's isolated app", "alice-user-1"), ("Charlie's isolated app", "charlie-user-1")):
             app = make_application(name)
