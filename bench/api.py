@@ -122,23 +122,24 @@ def _store_readings(human: str, conn_id: str, readings: int, days: int) -> None:
     from data_api import series
 
     stamp = round(time.time() * 1000)
-    by_day: dict[date, list[tuple[Any, ...]]] = {}
+    by_day: dict[date, list[tuple[str, date, list[Any]]]] = {}
     for n, at, bpm in _readings(readings, days):
         local = (at + timedelta(minutes=TZ)).date()
-        item = (
-            "heart_rate",
-            f"hr-{n}",
+        reading = [
             round(at.timestamp() * 1000),
+            0,
+            f"hr-{n}",
             TZ,
-            local,
             bpm,
             {"value": bpm, "unit": "bpm"},
             {"n": n},
-        )
-        by_day.setdefault(local, []).append(item)
+            stamp,
+            stamp,
+        ]
+        by_day.setdefault(local, []).append(("heart_rate", local, reading))
     for items in by_day.values():
         with transaction.atomic():
-            series.write(items, human_id=human, connection_id=conn_id, source="demo", now_ms=stamp)
+            series.write(items, human_id=human, connection_id=conn_id, source="demo")
 
 
 def _record_lines(human: str, conn_id: str, days: int, now: str) -> Iterator[str]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from json import encoder
+from operator import itemgetter
 from typing import Any
 
 from sources.types import SUMMARIZED, aggregate, finish
@@ -83,72 +84,201 @@ def split_id(reading: int) -> tuple[int, int]:
 
 
 def encode(readings: Sequence[list[Any]]) -> bytes:
-    ordered = sorted(readings, key=lambda r: (r[AT], r[SLOT]))
-    count = len(ordered)
-    field_index: dict[Any, int] = {}
-    field_docs: list[Any] = []
-    field_refs = array("i")
-    pair_index: dict[tuple[int, int], int] = {}
-    pair_refs = array("i")
-    values, kinds, other = array("d"), bytearray(), {}
-    for n, r in enumerate(ordered):
+    """The payload of these readings, in any order."""
+    return pack(None, list(readings)).payload
+
+
+_ORDER = itemgetter(AT, SLOT)
+_ABSENT = object()
+
+
+@dataclass
+class Packed:
+    """A day's readings written out: the payload, what the row's header says of them, and what
+    its rollup reads (the values and the `fields` column by column)."""
+
+    payload: bytes
+    count: int
+    first_ms: int
+    last_ms: int
+    stamps: list[list[int]]
+    values: array[float]
+    kinds: bytes
+    other: dict[str, Any]
+    field_refs: Sequence[int]
+    field_docs: list[Any]
+
+    @property
+    def created_ms(self) -> int:
+        return min(c for c, _, _ in self.stamps)
+
+    @property
+    def updated_ms(self) -> int:
+        return max(u for _, u, _ in self.stamps)
+
+    def columns(self) -> dict[str, Any]:
+        """HEADER_COLUMNS of the day row holding these readings."""
+        return {
+            "count": self.count,
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "stamps": self.stamps,
+            "payload": self.payload,
+        }
+
+    def numbers(self, name: str) -> list[float]:
+        """The numeric values of `fields[name]` (of the value column where `name` is empty)."""
+        if not name and _NONE not in self.kinds and _OTHER not in self.kinds:
+            return self.values.tolist()
+        documented = [doc.get(name) for doc in self.field_docs]
+        given = (
+            (
+                _value(self.values, self.kinds, self.other, n)
+                if not name or (ref & 1 and name == "value")
+                else documented[ref >> 1]
+            )
+            for n, ref in enumerate(self.field_refs)
+        )
+        return [float(v) for v in given if isinstance(v, int | float)]
+
+
+def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
+    """The payload of a day: the readings already `stored` in it (left as they are, not parsed)
+    and the `fresh` ones (sorted here), in (instant, slot) order."""
+    fresh.sort(key=_ORDER)
+    field_docs: list[Any] = list(stored.field_docs) if stored else []
+    field_index = {_dedupe_key(doc): n for n, doc in enumerate(field_docs)}
+    pairs: list[tuple[int, int]] = [(c, u) for c, u in stored.pairs] if stored else []
+    pair_index = {pair: n for n, pair in enumerate(pairs)}
+    base = stored.count if stored else 0
+    field_refs, pair_refs, values, kinds, other = [], [], array("d"), bytearray(), {}
+    kind_of = _KIND_OF
+    for n, r in enumerate(fresh, base):
         fields, value = r[FIELDS], r[VALUE]
         # `value` is kept once where the fields repeat it exactly (same number, same type).
-        has_value = "value" in fields and type(fields["value"]) is type(value) and fields["value"] == value
-        rest = {k: v for k, v in fields.items() if k != "value"} if has_value else fields
+        given = fields.get("value", _ABSENT)
+        if given is not _ABSENT and type(given) is type(value) and given == value:
+            rest, has_value = {k: v for k, v in fields.items() if k != "value"}, 1
+        else:
+            rest, has_value = fields, 0
         key = _dedupe_key(rest)
-        if key not in field_index:
-            field_index[key] = len(field_docs)
+        ref = field_index.get(key)
+        if ref is None:
+            ref = field_index[key] = len(field_docs)
             field_docs.append(rest)
-        field_refs.append(field_index[key] * 2 + has_value)
+        field_refs.append(ref * 2 + has_value)
         pair = (r[CREATED], r[UPDATED])
-        if pair not in pair_index:
-            pair_index[pair] = len(pair_index)
-        pair_refs.append(pair_index[pair])
-        kind = _value_kind(value)
+        ref = pair_index.get(pair)
+        if ref is None:
+            ref = pair_index[pair] = len(pairs)
+            pairs.append(pair)
+        pair_refs.append(ref)
+        kind = kind_of.get(type(value), _OTHER)
+        if kind == _INT and not -_EXACT <= value <= _EXACT:
+            kind = _OTHER  # no double holds it exactly: kept aside
         kinds.append(kind)
-        values.append(float(value) if kind in (_INT, _FLOAT, _BOOL) else 0.0)
         if kind == _OTHER:
             other[str(n)] = value
-    times = [r[AT] for r in ordered]
-    meta = _COMPACT.encode({"f": field_docs, "p": [list(p) for p in pair_index], "o": other}).encode()
-    keys = _COMPACT.encode([r[KEY] for r in ordered]).encode()
-    # The source data as one JSON array, with where each item ends (the encoder writes ASCII
-    # only, so characters are bytes): a page slices out its own items.
-    texts = [_encode_item(r[SOURCE_DATA]) for r in ordered]
-    ends = list(accumulate((len(t) + 1 for t in texts), initial=0))[1:]
+            values.append(0.0)
+        else:
+            values.append(value or 0.0)
+    texts = [_encode_item(r[SOURCE_DATA]) for r in fresh]
+    times = [r[AT] for r in fresh]
+    slots = [r[SLOT] for r in fresh]
+    offsets = [r[TZ] for r in fresh]
+    keys = [r[KEY] for r in fresh]
+    if stored is None or not stored.count:
+        items = f"[{','.join(texts)}]".encode()
+        ends = list(accumulate((len(t) + 1 for t in texts), initial=0))[1:]
+        keys_json = _COMPACT.encode(keys).encode()
+    elif not fresh or (stored.times[-1], stored.slots[-1]) < (times[0], slots[0]):
+        # The usual case, a day growing at its end: the stored columns go first, untouched.
+        items = stored.text[:-1] + f",{','.join(texts)}]".encode() if fresh else stored.text
+        last = stored.ends[-1]
+        ends = [*stored.ends, *(last + e for e in accumulate(len(t) + 1 for t in texts))]
+        keys_json = stored.keys_json[:-1] + b"," + _COMPACT.encode(keys).encode()[1:] if fresh else stored.keys_json
+        times = stored.times + times
+        slots = [*stored.slots, *slots]
+        offsets = [*stored.offsets, *offsets]
+        field_refs = [*stored.field_refs, *field_refs]
+        pair_refs = [*stored.pair_refs, *pair_refs]
+        values = stored.values + values
+        kinds = bytearray(stored.kinds) + kinds
+        other = {**stored.other, **other}
+    else:  # interleaved: every column put in order
+        count = base + len(fresh)
+        times = stored.times + times
+        slots = [*stored.slots, *slots]
+        order = sorted(range(count), key=lambda n: (times[n], slots[n]))
+        every = [stored.item(n) for n in range(base)] + [t.encode() for t in texts]
+        keys_all = json.loads(stored.keys_json) + keys
+        offsets = [*stored.offsets, *offsets]
+        field_refs = [*stored.field_refs, *field_refs]
+        pair_refs = [*stored.pair_refs, *pair_refs]
+        values = stored.values + values
+        kinds = bytearray(stored.kinds) + kinds
+        other = {**stored.other, **other}
+        times, slots, offsets = [times[n] for n in order], [slots[n] for n in order], [offsets[n] for n in order]
+        field_refs, pair_refs = [field_refs[n] for n in order], [pair_refs[n] for n in order]
+        values, kinds = array("d", [values[n] for n in order]), bytearray(kinds[n] for n in order)
+        at = {old: new for new, old in enumerate(order)}
+        other = {str(at[int(n)]): v for n, v in other.items()}
+        chosen = [every[n] for n in order]
+        items = b"[" + b",".join(chosen) + b"]"
+        ends = list(accumulate((len(t) + 1 for t in chosen), initial=0))[1:]
+        keys_json = _COMPACT.encode([keys_all[n] for n in order]).encode()
+    count = len(times)
+    meta = _COMPACT.encode({"f": field_docs, "p": [list(p) for p in pairs], "o": other}).encode()
     blob = b"".join(
         (
-            _HEAD.pack(count, len(meta), len(keys)),
+            _HEAD.pack(count, len(meta), len(keys_json)),
             meta,
-            keys,
+            keys_json,
             _bytes(array("q", [b - a for a, b in zip([0, *times], times, strict=False)])),
-            _bytes(array("i", [r[SLOT] for r in ordered])),
-            _bytes(array("h", [r[TZ] for r in ordered])),
-            _bytes(field_refs),
-            _bytes(pair_refs),
+            _bytes(array("i", slots)),
+            _bytes(array("h", offsets)),
+            _bytes(array("i", field_refs)),
+            _bytes(array("i", pair_refs)),
             _bytes(values),
             bytes(kinds),
             _bytes(array("I", ends)),
-            f"[{','.join(texts)}]".encode(),
+            items,
         )
     )
-    return FORMAT + zlib.compress(blob, 6)
+    stamps = Counter(pair_refs)
+    return Packed(
+        payload=FORMAT + zlib.compress(blob, 6),
+        count=count,
+        first_ms=times[0],
+        last_ms=times[-1],
+        stamps=sorted([*pairs[ref], n] for ref, n in stamps.items()),
+        values=values,
+        kinds=bytes(kinds),
+        other=other,
+        field_refs=field_refs,
+        field_docs=field_docs,
+    )
 
 
 # How a reading's value was given: its JSON type comes back as it went in.
 _NONE, _INT, _FLOAT, _BOOL, _OTHER = range(5)
 
 
-def _value_kind(value: Any) -> int:
-    kind = type(value)
-    if value is None:
-        return _NONE
-    if kind is bool:
-        return _BOOL
-    if kind is int:
-        return _INT if -(2**53) <= value <= 2**53 else _OTHER  # exact as a double, or kept aside
-    return _FLOAT if kind is float else _OTHER
+def _value(values: array[float], kinds: bytes, other: dict[str, Any], n: int) -> Any:
+    kind = kinds[n]
+    if kind == _FLOAT:
+        return values[n]
+    if kind == _INT:
+        return int(values[n])
+    if kind == _NONE:
+        return None
+    return bool(values[n]) if kind == _BOOL else other[str(n)]
+
+
+_KIND_OF = {int: _INT, float: _FLOAT, bool: _BOOL, type(None): _NONE}
+_EXACT = 2**53  # integers up to this hold exactly in a double
 
 
 _LITTLE = sys.byteorder == "little"
@@ -238,18 +368,15 @@ class Columns:
         return created, updated
 
     def value(self, n: int) -> Any:
-        kind = self.kinds[n]
-        if kind == _FLOAT:
-            return self.values[n]
-        if kind == _INT:
-            return int(self.values[n])
-        if kind == _NONE:
-            return None
-        return bool(self.values[n]) if kind == _BOOL else self.other[str(n)]
+        return _value(self.values, self.kinds, self.other, n)
+
+    def item(self, n: int) -> bytes:
+        """Reading `n`'s source data as stored: one item of the JSON array."""
+        return self.text[(self.ends[n - 1] if n else 0) + 1 : self.ends[n]]
 
     def source_data(self, n: int) -> Any:
         """One reading's source data: its item of the array, parsed alone."""
-        return json.loads(self.text[(self.ends[n - 1] if n else 0) + 1 : self.ends[n]])
+        return json.loads(self.item(n))
 
     def reading(self, n: int, key: str = "", source_data: Any = None) -> list[Any]:
         """Reading `n`; its provider id is given by `readings` (reads have no use for it)."""
@@ -277,22 +404,13 @@ def content(r: Sequence[Any]) -> tuple[Any, ...]:
     return (r[AT], r[TZ], r[VALUE], _CANONICAL.encode(r[FIELDS]), _CANONICAL.encode(r[SOURCE_DATA]))
 
 
-# The columns a day row's readings decide (see `header`), rewritten with them.
+# The columns a day row's readings decide (see `Packed.columns`), rewritten with them.
 HEADER_COLUMNS = ("count", "first_ms", "last_ms", "created_ms", "updated_ms", "stamps", "payload")
 
 
 def header(readings: Sequence[list[Any]]) -> dict[str, Any]:
     """HEADER_COLUMNS of a day row holding these readings (at least one)."""
-    stamps = Counter((r[CREATED], r[UPDATED]) for r in readings)
-    return {
-        "count": len(readings),
-        "first_ms": min(r[AT] for r in readings),
-        "last_ms": max(r[AT] for r in readings),
-        "created_ms": min(r[CREATED] for r in readings),
-        "updated_ms": max(r[UPDATED] for r in readings),
-        "stamps": [[c, u, n] for (c, u), n in sorted(stamps.items())],
-        "payload": encode(readings),
-    }
+    return pack(None, list(readings)).columns()
 
 
 # --- one day row in memory -------------------------------------------------------------------
@@ -300,29 +418,65 @@ def header(readings: Sequence[list[Any]]) -> dict[str, Any]:
 
 @dataclass
 class Day:
+    """A day row being written. Its stored readings stay packed while readings are only added
+    (the usual sync: new minutes at the end of a day); the day is opened, every reading parsed
+    into `opened` by provider id, only when one of them changes, moves or goes."""
+
     kind: str
     day: date
     row: Series | None
-    readings: dict[str, list[Any]] = field(default_factory=dict)  # by provider id
+    stored: Columns | None = None
+    fresh: list[list[Any]] = field(default_factory=list)
+    opened: dict[str, list[Any]] | None = None
     next_slot: int = 0
     dirty: bool = False
+    _keys: set[str] | None = None
 
-    def header(self, human_id: str, connection_id: str, source: str) -> Series:
-        row = self.row or Series(
-            human_id=human_id, connection_id=connection_id, source=source, type=self.kind, local_day=self.day
-        )
-        for name, value in header(list(self.readings.values())).items():
-            setattr(row, name, value)
-        row.next_slot = self.next_slot
-        return row
+    def has(self, key: str) -> bool:
+        if self.opened is not None:
+            return key in self.opened
+        if self._keys is None:
+            self._keys = set(json.loads(self.stored.keys_json)) if self.stored else set()
+        return key in self._keys
+
+    def open(self) -> dict[str, list[Any]]:
+        if self.opened is None:
+            self.opened = {r[KEY]: r for r in (self.stored.readings() if self.stored else ())}
+            self.opened.update((r[KEY], r) for r in self.fresh)
+            self.stored, self.fresh, self._keys = None, [], None
+        return self.opened
+
+    def add(self, reading: list[Any]) -> None:
+        """A reading new to this day: given the next slot."""
+        if self.next_slot >= MAX_SLOTS:
+            raise OverflowError(f"{self.kind} {self.day}: more than {MAX_SLOTS} readings ever stored in one day")
+        reading[SLOT] = self.next_slot
+        self.next_slot += 1
+        self.dirty = True
+        if self.opened is not None:
+            self.opened[reading[KEY]] = reading
+            return
+        self.has(reading[KEY])  # the stored keys, read before this one joins them
+        assert self._keys is not None
+        self._keys.add(reading[KEY])
+        self.fresh.append(reading)
+
+    def empty(self) -> bool:
+        if self.opened is not None:
+            return not self.opened
+        return not self.fresh and not (self.stored and self.stored.count)
+
+    def pack(self) -> Packed:
+        if self.opened is not None:
+            return pack(None, list(self.opened.values()))
+        return pack(self.stored, self.fresh)
 
 
 def _load(rows: Iterable[Series]) -> dict[tuple[str, date], Day]:
-    days = {}
-    for row in rows:
-        readings = {r[KEY]: r for r in decode(row.payload)}
-        days[(row.type, row.local_day)] = Day(row.type, row.local_day, row, readings, row.next_slot)
-    return days
+    return {
+        (row.type, row.local_day): Day(row.type, row.local_day, row, Columns(row.payload), next_slot=row.next_slot)
+        for row in rows
+    }
 
 
 # --- writes (the engine's) -------------------------------------------------------------------
@@ -335,25 +489,24 @@ class Written:
 
 
 def write(
-    items: Iterable[tuple[str, str, int, int, date, float | None, dict[str, Any], dict[str, Any]]],
+    items: Iterable[tuple[str, date, list[Any]]],
     *,
     human_id: str,
     connection_id: str,
     source: str,
-    now_ms: int,
 ) -> dict[str, Written]:
-    """Merge readings (type, provider id, epoch ms, offset, local day, value, fields, source
-    data) into their day rows; must run inside a transaction. The last copy of a duplicated id
-    wins. Returns what was created and updated per type."""
-    incoming: dict[tuple[str, date], dict[str, tuple[Any, ...]]] = defaultdict(dict)
-    for item in items:
-        incoming[(item[0], item[4])][item[1]] = item
+    """Merge readings, each (type, local day, reading), into their day rows; must run inside a
+    transaction. A reading's stamps are the time of this write. The last copy of a duplicated
+    provider id wins. Returns what was created and updated per type."""
+    incoming: dict[tuple[str, date], dict[str, list[Any]]] = defaultdict(dict)
+    for kind, day, reading in items:
+        incoming[(kind, day)][reading[KEY]] = reading
     if not incoming:
         return {}
     wanted: dict[str, set[date]] = defaultdict(set)
     for kind, day in incoming:
         # A reading's day may have moved by one (a corrected offset): its old day is looked in.
-        wanted[kind].update((day - timedelta(days=1), day, day + timedelta(days=1)))
+        wanted[kind].update((day - _ONE_DAY, day, day + _ONE_DAY))
     days: dict[tuple[str, date], Day] = {}
     for kind, dates in wanted.items():
         rows = Series.objects.select_for_update().filter(
@@ -363,76 +516,77 @@ def write(
     written: dict[str, Written] = defaultdict(Written)
     for (kind, day), batch in incoming.items():
         target = days.setdefault((kind, day), Day(kind, day, None))
+        neighbours = [d for d in (days.get((kind, day - _ONE_DAY)), days.get((kind, day + _ONE_DAY))) if d]
         counts = written[kind]
-        for key, (_, _, at, tz, _, value, fields, source_data) in batch.items():
-            new = [at, 0, key, tz, value, _plain(fields), _plain(source_data), now_ms, now_ms]
-            old = target.readings.get(key)
-            if old is None:
-                old = _take_from_neighbour(days, kind, day, key)
-                if old is not None:  # moved days: same reading, new home
-                    new[CREATED] = old[CREATED]
-                    new[SLOT] = _next_slot(target)
-                    target.readings[key] = new
+        for key, new in batch.items():
+            if target.has(key):
+                old = target.open()[key]
+                if content(old) != content(new):
+                    new[SLOT], new[CREATED] = old[SLOT], old[CREATED]
+                    target.opened[key] = new  # type: ignore[index]
                     target.dirty = True
                     counts.updated += 1
-                    continue
-                new[SLOT] = _next_slot(target)
-                target.readings[key] = new
-                target.dirty = True
+                continue
+            for moved in neighbours:
+                if moved.has(key):  # moved days: the same reading, a new home (and id) there
+                    new[CREATED] = moved.open().pop(key)[CREATED]
+                    moved.dirty = True
+                    counts.updated += 1
+                    break
+            else:
                 counts.created += 1
-            elif content(old) != content(new):
-                new[SLOT], new[CREATED] = old[SLOT], old[CREATED]
-                target.readings[key] = new
-                target.dirty = True
-                counts.updated += 1
+            target.add(new)
     _save([d for d in days.values() if d.dirty], human_id, connection_id, source)
     return dict(written)
 
 
-def _plain(mapping: Any) -> dict[str, Any]:
-    return mapping if type(mapping) is dict else dict(mapping)
-
-
-def _take_from_neighbour(days: dict[tuple[str, date], Day], kind: str, day: date, key: str) -> list[Any] | None:
-    for other in (day - timedelta(days=1), day + timedelta(days=1)):
-        neighbour = days.get((kind, other))
-        if neighbour is not None and key in neighbour.readings:
-            neighbour.dirty = True
-            return neighbour.readings.pop(key)
-    return None
-
-
-def _next_slot(day: Day) -> int:
-    if day.next_slot >= MAX_SLOTS:
-        raise OverflowError(f"{day.kind} {day.day}: more than {MAX_SLOTS} readings ever stored in one day")
-    day.next_slot += 1
-    return day.next_slot - 1
+_ONE_DAY = timedelta(days=1)
 
 
 def _save(dirty: list[Day], human_id: str, connection_id: str, source: str) -> None:
     """Write the changed day rows and their rollups, in the caller's transaction."""
     if not dirty:
         return
-    emptied = [d.row.pk for d in dirty if not d.readings and d.row is not None]
+    emptied = [d.row.pk for d in dirty if d.empty() and d.row is not None]
     if emptied:
         Series.objects.filter(pk__in=emptied).delete()
-    kept = [d for d in dirty if d.readings]
-    headers = [d.header(human_id, connection_id, source) for d in kept]
-    Series.objects.bulk_create([h for h in headers if h.pk is None])
-    Series.objects.bulk_update([h for h in headers if h.pk is not None], [*HEADER_COLUMNS, "next_slot"])
-    touched = {(d.kind, d.day) for d in dirty}
-    _roll_up(human_id, connection_id, source, touched, {(d.kind, d.day): d for d in kept})
+    packed: dict[tuple[str, date], Packed] = {}
+    created = []
+    for d in dirty:
+        if d.empty():
+            continue
+        p = packed[(d.kind, d.day)] = d.pack()
+        if d.row is None:
+            created.append(
+                Series(
+                    human_id=human_id,
+                    connection_id=connection_id,
+                    source=source,
+                    type=d.kind,
+                    local_day=d.day,
+                    next_slot=d.next_slot,
+                    **p.columns(),
+                )
+            )
+        else:
+            Series.objects.filter(pk=d.row.pk).update(next_slot=d.next_slot, **p.columns())
+    Series.objects.bulk_create(created)
+    _roll_up(human_id, connection_id, source, {(d.kind, d.day) for d in dirty}, packed)
 
 
 def _roll_up(
-    human_id: str, connection_id: str, source: str, touched: set[tuple[str, date]], fresh: dict[tuple[str, date], Day]
+    human_id: str,
+    connection_id: str,
+    source: str,
+    touched: set[tuple[str, date]],
+    fresh: dict[tuple[str, date], Packed],
 ) -> None:
     """Rewrite the daily rollups (DayStat) of the touched days of summarized types, from every
     connection of this source (a Human may have linked one source twice)."""
     touched = {(kind, day) for kind, day in touched if kind in SUMMARIZED}
     if not touched:
         return
-    by_day: dict[tuple[str, date], list[list[Any]]] = {key: list(d.readings.values()) for key, d in fresh.items()}
+    by_day: dict[tuple[str, date], list[Packed]] = {key: [p] for key, p in fresh.items()}
     others = Series.objects.filter(
         human_id=human_id,
         source=source,
@@ -441,11 +595,8 @@ def _roll_up(
     ).exclude(connection_id=connection_id)
     for row in others:
         if (row.type, row.local_day) in touched:
-            by_day.setdefault((row.type, row.local_day), []).extend(decode(row.payload))
-    stats = []
-    for kind, day in sorted(touched):
-        readings = by_day.get((kind, day), [])
-        stats.append(day_stat(human_id, source, kind, day, readings))
+            by_day.setdefault((row.type, row.local_day), []).append(pack(Columns(row.payload), []))
+    stats = [_day_stat(human_id, source, kind, day, by_day.get((kind, day), [])) for kind, day in sorted(touched)]
     DayStat.objects.bulk_create(
         stats,
         update_conflicts=True,
@@ -455,18 +606,20 @@ def _roll_up(
 
 
 def day_stat(human_id: str, source: str, kind: str, day: date, readings: list[list[Any]]) -> DayStat:
+    """The rollup of one day of a summarized type, from its readings."""
+    return _day_stat(human_id, source, kind, day, [pack(None, list(readings))] if readings else [])
+
+
+def _day_stat(human_id: str, source: str, kind: str, day: date, parts: list[Packed]) -> DayStat:
     row = DayStat(human_id=human_id, type=kind, local_day=day, source=source, generation=1, done_generation=1)
-    if not readings:
+    if not parts:
         row.count, row.stats, row.created_at, row.updated_at = 0, {}, None, None
         return row
-    values = []
-    for measure in SUMMARIZED[kind]:
-        raw = [r[VALUE] if not measure.field else r[FIELDS].get(measure.field) for r in readings]
-        values.append(aggregate(measure, [float(v) for v in raw if isinstance(v, int | float)]))
-    row.count = len(readings)
+    values = [aggregate(m, [v for p in parts for v in p.numbers(m.field)]) for m in SUMMARIZED[kind]]
+    row.count = sum(p.count for p in parts)
     row.stats = finish(kind, values)
-    row.created_at = datetime.fromtimestamp(min(r[CREATED] for r in readings) / 1000, UTC)
-    row.updated_at = datetime.fromtimestamp(max(r[UPDATED] for r in readings) / 1000, UTC)
+    row.created_at = datetime.fromtimestamp(min(p.created_ms for p in parts) / 1000, UTC)
+    row.updated_at = datetime.fromtimestamp(max(p.updated_ms for p in parts) / 1000, UTC)
     return row
 
 
@@ -482,15 +635,20 @@ def delete_missing(*, connection_id: str, kind: str, start_ms: int, end_ms: int,
     rows = list(_overlapping(connection_id, kind, start_ms, end_ms).select_for_update())
     if not rows:
         return 0
-    days = _load(rows)
     deleted = 0
+    days = _load(rows)
     for day in days.values():
-        gone = [k for k, r in day.readings.items() if start_ms <= r[AT] < end_ms and k not in seen]
+        stored = day.stored
+        assert stored is not None
+        keys = json.loads(stored.keys_json)
+        if all(k in seen for n, k in enumerate(keys) if start_ms <= stored.times[n] < end_ms):
+            continue  # nothing gone: left packed
+        readings = day.open()
+        gone = [k for k, r in readings.items() if start_ms <= r[AT] < end_ms and k not in seen]
         for key in gone:
-            del day.readings[key]
-        if gone:
-            day.dirty = True
-            deleted += len(gone)
+            del readings[key]
+        day.dirty = True
+        deleted += len(gone)
     first = rows[0]
     _save([d for d in days.values() if d.dirty], first.human_id, connection_id, first.source)
     return deleted
@@ -502,5 +660,5 @@ def count_in_window(*, connection_id: str, kind: str, start_ms: int, end_ms: int
         if start_ms <= row.first_ms and row.last_ms < end_ms:
             total += row.count
         else:
-            total += sum(1 for r in decode(row.payload) if start_ms <= r[AT] < end_ms)
+            total += sum(1 for at in Columns(row.payload).times if start_ms <= at < end_ms)
     return total

@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar
 
 from .http import ProviderHttp
@@ -64,7 +65,7 @@ class Record:
     # `dateOfSleep`, a daily total's date). Otherwise it is derived (see `local_day`).
     day: date | None = None
 
-    @property
+    @cached_property  # read by the engine more than once per record; a record never changes
     def local_day(self) -> date:
         """The day a person files it under: the provider's day; else the local day it ends on
         for types filed by their end (a sleep belongs to the morning after); else the local

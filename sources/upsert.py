@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection as db
@@ -128,16 +128,23 @@ def _epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def _reading(record: Record) -> tuple[Any, ...]:
+def _reading(record: Record, now_ms: int) -> tuple[str, date, list[Any]]:
+    """A record of a series type as data_api.series writes it: (type, local day, reading)."""
+    fields, source_data = record.fields, record.source_data
     return (
         record.type,
-        stored_id(record.external_id),
-        _epoch_ms(record.start_time),
-        record.tz_offset,
         record.local_day,
-        record.value,
-        record.fields,
-        record.source_data,
+        [
+            _epoch_ms(record.start_time),
+            0,
+            stored_id(record.external_id),
+            record.tz_offset,
+            record.value,
+            fields if type(fields) is dict else dict(fields),
+            source_data if type(source_data) is dict else dict(source_data),
+            now_ms,
+            now_ms,
+        ],
     )
 
 
@@ -149,18 +156,16 @@ def upsert_records(
     to the record table."""
     unique: dict[tuple[str, str], tuple[Any, ...]] = {}
     readings = []
+    stamp = _epoch_ms(now)
     for record in records:  # the last copy of a duplicated id in one page wins
         if record.type in SERIES:
-            readings.append(_reading(record))
+            readings.append(_reading(record, stamp))
             continue
         row = _row(record, human_id, connection_id, source)
         unique[(row[3], row[4])] = row  # (type, external_id as stored)
     counts: dict[str, TypeCounts] = {}
     if readings:
-        stamp = _epoch_ms(now)
-        for kind, w in series.write(
-            readings, human_id=human_id, connection_id=connection_id, source=source, now_ms=stamp
-        ).items():
+        for kind, w in series.write(readings, human_id=human_id, connection_id=connection_id, source=source).items():
             counts[kind] = TypeCounts(created=w.created, updated=w.updated)
     if not unique:
         return counts
@@ -186,9 +191,21 @@ _CONFLICT = (
 )
 
 
+_FEW = 100
+
+
 def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[str, bool, int]]:
     """(type, inserted?, how many) of the rows written; rows left untouched are not counted."""
     cols = ", ".join(COLUMNS)
+    if len(rows) <= _FEW:  # a few rows: one statement, cheaper than a staged COPY
+        one = "(" + ", ".join("%s::jsonb" if c in ("data", "source_data") else "%s" for c in COLUMNS) + ", %s, %s)"
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {TABLE} ({cols}, created_at, updated_at) VALUES {', '.join([one] * len(rows))} "
+                f"{_CONFLICT}RETURNING type, (xmax = 0) AS inserted",
+                [v for row in rows for v in (*row, now, now)],
+            )
+            return [(kind, inserted, n) for (kind, inserted), n in Counter(cursor.fetchall()).items()]
     with db.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS record_stage ("

@@ -5,7 +5,8 @@ against an order, a count or a filter worked out here from what was stored."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from data_api import series
 from data_api.models import DayStat, Series
 from sources.base import Record
 from sources.models import Connection
-from sources.types import SERIES
+from sources.types import SERIES, SUMMARIZED, aggregate, finish
 from sources.upsert import count_in_window, delete_missing
 from tests.app_client import app_call
 from tests.conftest import Persona
@@ -374,3 +375,102 @@ def test_a_payload_gives_back_exactly_what_was_stored() -> None:
         assert type(got[series.FIELDS].get("value")) is type(want[series.FIELDS].get("value"))
     opened = series.Columns(payload)
     assert [opened.source_data(n) for n in range(len(opened))] == [r[series.SOURCE_DATA] for r in readings]
+    # What a rollup reads comes from the columns, unparsed: the same numbers as from the readings.
+    packed = series.pack(None, [list(r) for r in readings])
+    for name in ("", "value", "unit", "absent"):
+        given = (r[series.VALUE] if not name else r[series.FIELDS].get(name) for r in readings)
+        assert packed.numbers(name) == [float(v) for v in given if isinstance(v, int | float)]
+    # A day grown from what it stored, at its end or between its readings: the same payload.
+    for stored, fresh in ((readings[:4], readings[4:]), (readings[::2], readings[1::2]), (readings[3:], readings[:3])):
+        grown = series.pack(series.Columns(series.encode(stored)), [list(r) for r in fresh])
+        assert series.decode(grown.payload) == readings
+        assert (grown.count, grown.stamps) == (packed.count, packed.stamps)
+        assert grown.numbers("") == packed.numbers("") and grown.numbers("value") == packed.numbers("value")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_sequence_of_pages_agrees_with_a_plain_model(alice: Persona, seed: int) -> None:
+    """Pages in any order (readings added at a day's end or between its readings, changed,
+    moved to another day by a corrected offset, dropped from a re-pulled window), checked
+    against a dict of what the provider last said: contents, ids, stamps, counts and rollups."""
+    import random
+
+    from sources.upsert import upsert_records
+
+    rng = random.Random(seed)
+    connection = demo_connection(alice.human)
+    model: dict[str, tuple[datetime, int, float]] = {}  # provider id: (instant, offset, value)
+    first_seen: dict[str, datetime] = {}
+    changed_at: dict[str, datetime] = {}
+    ids: dict[str, tuple[int, date]] = {}
+    instants = {k: T0 + timedelta(minutes=37 * k + rng.randrange(30)) for k in range(150)}  # about 4 days
+    for step in range(30):
+        now = T0 + timedelta(days=30, seconds=step)
+        page: dict[str, tuple[datetime, int, float]] = {}
+        if step % 7 == 6:  # a re-pulled window: what the provider no longer has goes
+            start = T0 + timedelta(hours=rng.randrange(80))
+            end = start + timedelta(hours=rng.randrange(1, 30))
+            seen = {f"hr-{k}" for k in model if rng.random() < 0.7}
+            with transaction.atomic():
+                delete_missing(connection_id=connection.pk, kind="heart_rate", start=start, end=end, seen=seen)
+            for key in [k for k, (at, _, _) in model.items() if start <= at < end and k not in seen]:
+                del model[key], first_seen[key]  # stored again later: a new reading, a new id
+                ids.pop(key, None)
+            continue
+        for k in rng.sample(range(150), rng.randint(1, 60)):
+            key = f"hr-{k}"
+            at, tz, value = model.get(key, (instants[k], 0, 60.0))
+            if key not in model or rng.random() < 0.15:
+                value = float(rng.choice([55, 60, 61, 72, 88])) + rng.choice([0, 0.5])
+            if rng.random() < 0.05:
+                tz = rng.choice([-300, 0, 60, 330])
+            page[key] = (at, tz, value)
+        with transaction.atomic():
+            upsert_records(
+                [
+                    Record(
+                        type="heart_rate",
+                        external_id=key,
+                        start_time=at,
+                        tz_offset=tz,
+                        value=value,
+                        fields={"value": value, "unit": "bpm"},
+                        source_data={"k": key, "v": value},
+                    )
+                    for key, (at, tz, value) in page.items()
+                ],
+                human_id=alice.human.pk,
+                connection_id=connection.pk,
+                source=connection.source,
+                now=now,
+            )
+        for key, reading in page.items():
+            if model.get(key) != reading:
+                changed_at[key] = now
+            first_seen.setdefault(key, now)
+            model[key] = reading
+        stored = {r.external_id: r for r in stored_records("heart_rate", connection_id=connection.pk)}
+        assert set(stored) == set(model), f"step {step}"
+        for key, (at, tz, value) in model.items():
+            r = stored[key]
+            assert (r.start_time, r.tz_offset, r.value, r.source_data) == (at, tz, value, {"k": key, "v": value})
+            assert r.local_day == (at + timedelta(minutes=tz)).date()
+            assert r.created_at == first_seen[key] and r.updated_at == changed_at[key]
+            if key in ids and ids[key][1] == r.local_day:
+                assert ids[key][0] == r.pk, f"{key} changed id without changing day"
+            ids[key] = (r.pk, r.local_day)
+        assert len({r.pk for r in stored.values()}) == len(stored)
+        days: dict[date, list[float]] = defaultdict(list)
+        for at, tz, value in model.values():
+            days[(at + timedelta(minutes=tz)).date()].append(value)
+        rollups = {s.local_day: s for s in DayStat.objects.filter(human=alice.human, type="heart_rate") if s.count}
+        assert set(rollups) == set(days)
+        for day, values in days.items():
+            stat = rollups[day]
+            assert stat.count == len(values)
+            assert stat.stats == finish("heart_rate", [aggregate(m, values) for m in SUMMARIZED["heart_rate"]])
+        rows = Series.objects.filter(connection=connection)
+        assert sum(row.count for row in rows) == len(model)
+        for row in rows:
+            times = series.Columns(row.payload).times
+            assert times == sorted(times) and (row.first_ms, row.last_ms) == (times[0], times[-1])
