@@ -1,8 +1,12 @@
+import ipaddress
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -17,14 +21,70 @@ def new_client_id() -> str:
     return secrets.token_hex(20)
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def origin_normalize(value: str) -> str:
+    """`https://app.example.com[:port]` from what an operator typed; ValueError if not exactly one
+    origin. It goes into Connect's `frame-ancestors` and is a postMessage target, so anything
+    else (a space and a `*`, a `;`, a wildcard host, credentials) would widen who may frame
+    Connect, or break its messages."""
+    text = value.strip()
+    problem = ValueError(f"{value!r} is not an origin like https://app.example.com")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise problem
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        raise problem from None
+    if parts.username is not None or parts.password is not None or not _is_host(host):
+        raise problem
+    if port is not None and not 0 < port < 65536:
+        raise problem
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name or an IP address, and nothing else (no `*`, no spaces)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.split(".")
+    return 0 < len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def origins_normalize(values: Any) -> list[str]:
+    """Every origin of a list normalized; ValueError naming the first that is not one."""
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ValueError("allowed origins must be a list of origins like https://app.example.com")
+    return [origin_normalize(v) for v in values]
+
+
+class SignatureMode(models.TextChoices):
+    """How notifications are signed (README "Webhook signatures")."""
+
+    DEFAULT = "default", "t=...,v1=... (HMAC-SHA256 keyed with the webhook secret)"
+    HUMANAPI = "humanapi", "as Human API signs (HMAC-SHA1 keyed with the client secret)"
+
+
 class Application(models.Model):
-    """One client app, one tenant. Secrets are stored as hashes; the webhook secret encrypted."""
+    """One client app, one tenant. Secrets are stored as hashes; the webhook secret encrypted, and
+    the client secret encrypted too while notifications are signed as Human API signs them (the
+    key is the client secret, so it must be at hand), never otherwise."""
 
     name = models.CharField(max_length=200)
     client_id = models.CharField(max_length=64, unique=True, default=new_client_id)
     client_secret_hash = models.CharField(max_length=64)
     app_key_hash = models.CharField(max_length=64)
     webhook_secret_sealed = models.TextField(blank=True, default="")
+    signature_mode = models.CharField(max_length=16, choices=SignatureMode.choices, default=SignatureMode.DEFAULT)
+    # Only while signature_mode is "humanapi"; written when the client secret is created or replaced.
+    client_secret_sealed = models.TextField(blank=True, default="")
     allowed_origins = models.JSONField(default=list, blank=True)
     notify_url = models.URLField(blank=True, default="")
     # Per-application source configuration (e.g. Humanity's client id and secret), encrypted.
@@ -43,6 +103,12 @@ class Application(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.client_id})"
 
+    def clean(self) -> None:
+        try:
+            self.allowed_origins = origins_normalize(self.allowed_origins)
+        except ValueError as exc:
+            raise ValidationError({"allowed_origins": str(exc)}) from None
+
     def check_client_secret(self, secret: str) -> bool:
         return crypto.hashes_match(secret, self.client_secret_hash)
 
@@ -52,6 +118,11 @@ class Application(models.Model):
     @property
     def webhook_secret(self) -> str:
         return str(crypto.decrypt_json(self.webhook_secret_sealed) or "")
+
+    @property
+    def client_secret(self) -> str:
+        """The client secret, if it is kept to sign notifications ("" otherwise)."""
+        return str(crypto.decrypt_json(self.client_secret_sealed) or "")
 
     def source_config(self, slug: str) -> dict[str, str]:
         config = crypto.decrypt_json(self.source_config_sealed) or {}
@@ -160,7 +231,8 @@ class Actor(models.TextChoices):
 
 
 class AuditEntry(models.Model):
-    """Append-only: rows are only ever inserted (see connect.audit)."""
+    """Append-only: rows are only ever inserted (see connect.audit), except that a deleted
+    Human's external id and email are replaced by a marker (audit.redact_deleted_human)."""
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     application = models.ForeignKey(Application, null=True, blank=True, on_delete=models.SET_NULL)

@@ -1,23 +1,35 @@
 """Fixed-window rate limits, shared by every web process.
 
-A limit counts requests per subject (a client_id, an IP) in windows of RATE_LIMIT_WINDOW
-seconds. The counter lives in PostgreSQL (one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING`
-per check, so concurrent processes never lose an increment) or, when RATE_LIMIT_REDIS_URL is
-set, in Redis (`INCR` + `EXPIRE`). Fixed windows allow up to twice the limit across a window
-boundary; that is accepted for a limit whose purpose is to stop floods and guessing.
+A limit counts requests per subject (a client_id, an IP, a Human, a Connect session) in windows
+of RATE_LIMIT_WINDOW seconds, or RATE_LIMIT_SLOW_WINDOW (an hour) for the slow ones: syncs asked
+for, connections changed.
+The counter lives in PostgreSQL (one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` per check,
+so concurrent processes never lose an increment; the table is unlogged, so a count costs no WAL
+flush) or, when RATE_LIMIT_REDIS_URL is set, in Redis (`INCR` + `EXPIRE`). Fixed windows allow
+up to twice the limit across a window boundary; that is accepted for a limit whose purpose is to
+stop floods and guessing.
+
+Every limit is a setting named in `LIMITS` (0 disables it); a request over one gets 429 with
+`Retry-After` and the error envelope (`enforce` in DRF views, `limited_response` elsewhere).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core import checks
 from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions
+
+from humanapi_project.errors import error_response
 
 from .models import RateLimitBucket
 
@@ -29,6 +41,12 @@ _CLEANUP_BATCH = 500
 class Limit:
     name: str
     per_window: int
+    window: int = 0  # seconds; 0: RATE_LIMIT_WINDOW
+    what: str = "requests"  # what is counted, for the message of a 429
+
+    @property
+    def seconds(self) -> int:
+        return self.window or settings.RATE_LIMIT_WINDOW
 
     def bucket_key(self, subject: str, window_start: int) -> str:
         # Subjects come from the request; hashing bounds the key's length and content.
@@ -40,35 +58,56 @@ class Limit:
 class Verdict:
     allowed: bool
     retry_after: int  # seconds until the window ends (0 when allowed)
+    message: str = ""  # why not, and when to retry (when refused)
 
 
 @dataclass(frozen=True)
 class _Window:
+    limit: Limit
     key: str  # the bucket of this subject and window
     start: int
     end: int
     moment: float
 
     def verdict(self, allowed: bool) -> Verdict:
-        return Verdict(True, 0) if allowed else Verdict(False, max(1, int(self.end - self.moment + 0.999)))
+        if allowed:
+            return Verdict(True, 0)
+        wait = max(1, int(self.end - self.moment + 0.999))
+        limit = self.limit
+        span = {60: "minute", 3600: "hour", 86400: "day"}.get(limit.seconds, f"{limit.seconds} seconds")
+        retry_at = datetime.fromtimestamp(self.moment + wait, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = (
+            f"Too many {limit.what}: at most {limit.per_window} per {span}. Retry in {wait} seconds (at {retry_at})."
+        )
+        return Verdict(False, wait, message)
 
 
 def _window(limit: Limit, subject: str, now: float | None) -> _Window:
     moment = time.time() if now is None else now
-    start = int(moment // settings.RATE_LIMIT_WINDOW) * settings.RATE_LIMIT_WINDOW
-    return _Window(limit.bucket_key(subject, start), start, start + settings.RATE_LIMIT_WINDOW, moment)
+    start = int(moment // limit.seconds) * limit.seconds
+    return _Window(limit, limit.bucket_key(subject, start), start, start + limit.seconds, moment)
 
 
 def hit(limit: Limit, subject: str, now: float | None = None) -> Verdict:
     """Count one request of `subject` against `limit`; say whether it is within the limit."""
-    if limit.per_window <= 0:
+    return hit_each((limit, subject), now=now)
+
+
+def hit_each(*pairs: tuple[Limit, str], now: float | None = None) -> Verdict:
+    """Count one request against each (limit, subject) in turn, stopping at the first it is over:
+    a request refused by one limit is not counted by the ones after it (a flooding Human does
+    not use up its Application's budget). On PostgreSQL, one statement for them all."""
+    windows = [_window(limit, subject, now) for limit, subject in pairs if limit.per_window > 0]
+    if settings.RATE_LIMIT_REDIS_URL or connection.vendor != "postgresql":
+        for w in windows:
+            if _incr(w) > w.limit.per_window:
+                return w.verdict(False)
         return Verdict(True, 0)
-    w = _window(limit, subject, now)
-    if settings.RATE_LIMIT_REDIS_URL:
-        count = _redis_incr(w.key, settings.RATE_LIMIT_WINDOW)
-    else:
-        count = _db_incr(w.key, w.end, w.moment)
-    return w.verdict(count <= limit.per_window)
+    if windows:
+        for w, count in zip(windows, _db_incr_chain(windows), strict=True):
+            if count is None or count > w.limit.per_window:
+                return w.verdict(False)
+    return Verdict(True, 0)
 
 
 def peek(limit: Limit, subject: str, now: float | None = None) -> Verdict:
@@ -84,20 +123,40 @@ def peek(limit: Limit, subject: str, now: float | None = None) -> Verdict:
     return w.verdict(count < limit.per_window)
 
 
-def _db_incr(key: str, window_end: int, moment: float) -> int:
-    expires_at = datetime.fromtimestamp(window_end, UTC)
+def _incr(w: _Window) -> int:
+    if settings.RATE_LIMIT_REDIS_URL:
+        return _redis_incr(w.key, w.limit.seconds)
+    return _db_incr_chain([w])[0] or 1
+
+
+def _db_incr_chain(windows: Sequence[_Window]) -> list[int | None]:
+    """Increment the buckets in order, each only if the one before is within its limit (None: not
+    counted). One `INSERT ... ON CONFLICT` per bucket; on PostgreSQL chained in one statement."""
     table = RateLimitBucket._meta.db_table
+    upsert = f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count"
+    steps: list[str] = []
+    params: list[Any] = []
+    for n, w in enumerate(windows):
+        if n == 0:
+            steps.append(f"c0 AS (INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) {upsert})")
+            params.extend([w.key, datetime.fromtimestamp(w.end, UTC)])
+        else:
+            steps.append(
+                f"c{n} AS (INSERT INTO {table} (key, count, expires_at) SELECT %s, 1, %s "
+                f"WHERE (SELECT count FROM c{n - 1}) <= %s {upsert})"
+            )
+            params.extend([w.key, datetime.fromtimestamp(w.end, UTC), windows[n - 1].limit.per_window])
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) "
-            f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
-            [key, expires_at],
-        )
+        if len(windows) == 1:  # SQLite has no INSERT in a WITH
+            cursor.execute(f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) {upsert}", params)
+        else:
+            counts = ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
+            cursor.execute(f"WITH {', '.join(steps)} SELECT {counts}", params)
         row = cursor.fetchone()
-    count = int(row[0]) if row else 1
-    if count == 1:
-        buckets_cleanup(batch=_CLEANUP_BATCH, now=datetime.fromtimestamp(moment, UTC))
-    return count
+    found: list[int | None] = [None if value is None else int(value) for value in row or [None] * len(windows)]
+    if 1 in found:
+        buckets_cleanup(batch=_CLEANUP_BATCH, now=datetime.fromtimestamp(windows[0].moment, UTC))
+    return found
 
 
 def buckets_cleanup(*, batch: int = 5000, now: datetime | None = None) -> int:
@@ -126,12 +185,90 @@ def _redis_incr(key: str, window: int) -> int:
     return int(count)
 
 
+# Every limit: its setting, what it counts (for the message of a 429), the setting of its window.
+_FAST, _SLOW = "RATE_LIMIT_WINDOW", "RATE_LIMIT_SLOW_WINDOW"
+LIMITS: dict[str, tuple[str, str, str]] = {
+    "token-client": ("RATE_LIMIT_TOKEN_PER_CLIENT", "token requests for this application", _FAST),
+    "token-ip": ("RATE_LIMIT_TOKEN_PER_IP", "token requests from this address", _FAST),
+    "token-failures": ("RATE_LIMIT_TOKEN_FAILURES", "wrong client credentials from this address", _FAST),
+    "connect-ip": ("RATE_LIMIT_CONNECT_PER_IP", "Connect requests from this address", _FAST),
+    "connect-session": ("RATE_LIMIT_CONNECT_PER_SESSION", "requests in this Connect session", _FAST),
+    "connect-failures": ("RATE_LIMIT_CONNECT_FAILURES", "failed sign-ins for this username", _FAST),
+    "connect-changes": ("RATE_LIMIT_CONNECT_CHANGES", "connections made or removed for this user", _SLOW),
+    "data-human": ("RATE_LIMIT_DATA_PER_HUMAN", "Data API requests for this user", _FAST),
+    "data-app": ("RATE_LIMIT_DATA_PER_APP", "Data API requests for this application's users", _FAST),
+    "data-passes": ("RATE_LIMIT_DATA_LIST_PASSES", "time-filtered lists computed afresh for this user", _FAST),
+    "app-api": ("RATE_LIMIT_APP_API_PER_APP", "Application API requests for this application", _FAST),
+    "sync-human": ("RATE_LIMIT_SYNC_PER_HUMAN", "sync requests for this user", _SLOW),
+    "sync-app": ("RATE_LIMIT_SYNC_PER_APP", "sync requests for this application", _SLOW),
+    "push-connection": ("RATE_LIMIT_PUSH_PER_CONNECTION", "provider notifications for this connection", _FAST),
+}
+
+
+def limit(name: str) -> Limit:
+    setting, what, window = LIMITS[name]
+    return Limit(name, getattr(settings, setting), getattr(settings, window), what)
+
+
 def token_limits() -> tuple[Limit, Limit]:
-    return (
-        Limit("token-client", settings.RATE_LIMIT_TOKEN_PER_CLIENT),
-        Limit("token-ip", settings.RATE_LIMIT_TOKEN_PER_IP),
-    )
+    return limit("token-client"), limit("token-ip")
 
 
 def token_failure_limit() -> Limit:
-    return Limit("token-failures", settings.RATE_LIMIT_TOKEN_FAILURES)
+    return limit("token-failures")
+
+
+# --- answering a request over a limit -----------------------------------------------------
+
+
+class Limited(exceptions.Throttled):
+    """A 429 from a DRF view: the envelope with the verdict's message, and `Retry-After`."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(detail=verdict.message or "Too many requests")
+        # The error handler adds one second to the wait it is given (Retry-After).
+        self.wait = max(0, verdict.retry_after - 1)
+
+
+def enforce(verdict: Verdict) -> None:
+    if not verdict.allowed:
+        raise Limited(verdict)
+
+
+def limited_response(verdict: Verdict, request: HttpRequest) -> JsonResponse:
+    """The same 429 from a plain Django view."""
+    response = error_response(429, verdict.message or "Too many requests", request)
+    response["Retry-After"] = str(verdict.retry_after)
+    return response
+
+
+# --- settings -------------------------------------------------------------------------------
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@checks.register("ratelimit")
+def check_rate_limit_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Each limit a whole number (0 disables it), the window at least a second, Redis a URL."""
+    errors: list[checks.CheckMessage] = []
+    for name, minimum in [*((setting, 0) for setting, _, _ in LIMITS.values()), (_FAST, 1), (_SLOW, 1)]:
+        value = getattr(settings, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            errors.append(
+                checks.Error(f"{name} must be a whole number of at least {minimum}, got {value!r}", id="connect.E001")
+            )
+    url = settings.RATE_LIMIT_REDIS_URL
+    if not isinstance(url, str) or (url and not url.startswith(_REDIS_SCHEMES)):
+        errors.append(
+            checks.Error(
+                f"RATE_LIMIT_REDIS_URL must be empty or a redis://, rediss:// or unix:// URL, got {_shown(url)}",
+                id="connect.E002",
+            )
+        )
+    return errors
+
+
+def _shown(url: Any) -> str:
+    """The URL without what may be a password."""
+    text = str(url)
+    return repr(text.split("@")[-1] if "@" in text else text)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -20,7 +17,7 @@ from sources.models import Connection, ConnectionStatus
 from sources.services import audit_connection
 
 from .audit import audit
-from .models import Actor, Application, Human, Token, TokenKind
+from .models import Actor, Application, Human, SignatureMode, Token, TokenKind, origins_normalize
 
 
 class ExchangeError(Exception):
@@ -47,62 +44,128 @@ class CreatedApplication:
         }
 
 
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+def _new_client_secret() -> str:
+    return crypto.new_token()
 
 
-def origin_normalize(value: str) -> str:
-    """`https://app.example.com[:port]` from what an operator typed; ValueError if not exactly one
-    origin. It goes into Connect's `frame-ancestors` and is a postMessage target, so anything
-    else (a space and a `*`, a `;`, a wildcard host, credentials) would widen who may frame
-    Connect, or break its messages."""
-    text = value.strip()
-    problem = ValueError(f"{value!r} is not an origin like https://app.example.com")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise problem
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port
-    except ValueError:
-        raise problem from None
-    if parts.username is not None or parts.password is not None or not _is_host(host):
-        raise problem
-    if port is not None and not 0 < port < 65536:
-        raise problem
-    shown = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")
+def _new_app_key() -> str:
+    return crypto.new_token(24)
 
 
-def _is_host(host: str) -> bool:
-    """A DNS name or an IP address, and nothing else (no `*`, no spaces)."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    labels = host.split(".")
-    return 0 < len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+def _new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
+
+
+def _client_secret_stored(value: str, signature_mode: str) -> dict[str, str]:
+    """How a client secret is kept: its hash, and, only while notifications are signed with it
+    (signature_mode "humanapi"), the secret itself, encrypted."""
+    sealed = crypto.encrypt_json(value) if signature_mode == SignatureMode.HUMANAPI else ""
+    return {"client_secret_hash": crypto.token_hash(value), "client_secret_sealed": sealed}
 
 
 def application_create(
-    *, name: str, origins: list[str], notify_url: str = "", operator: str = ""
+    *,
+    name: str,
+    origins: list[str],
+    notify_url: str = "",
+    operator: str = "",
+    signature_mode: str = SignatureMode.DEFAULT,
 ) -> CreatedApplication:
-    client_secret = crypto.new_token()
-    app_key = crypto.new_token(24)
-    webhook_secret = "whsec_" + secrets.token_hex(24)
+    """ValueError if an origin is not one (see origin_normalize), or the signature mode unknown."""
+    origins = origins_normalize(origins)
+    if signature_mode not in SignatureMode.values:
+        raise ValueError(f"unknown signature mode {signature_mode!r} (one of {', '.join(SignatureMode.values)})")
+    client_secret, app_key, webhook_secret = _new_client_secret(), _new_app_key(), _new_webhook_secret()
     application = Application.objects.create(
         name=name,
-        client_secret_hash=crypto.token_hash(client_secret),
+        **_client_secret_stored(client_secret, signature_mode),
+        signature_mode=signature_mode,
         app_key_hash=crypto.token_hash(app_key),
         webhook_secret_sealed=crypto.encrypt_json(webhook_secret),
-        allowed_origins=[o.rstrip("/") for o in origins],
+        allowed_origins=origins,
         notify_url=notify_url,
     )
     details: dict[str, Any] = {"name": name, "origins": origins}
+    if signature_mode != SignatureMode.DEFAULT:
+        details["signature_mode"] = signature_mode
     if operator:
         details["operator"] = operator
     audit("application.created", actor=Actor.OPERATOR, application=application, **details)
     return CreatedApplication(application, client_secret, app_key, webhook_secret)
+
+
+# What `rotate_secret --what` and the admin's actions can renew, and the JSON key of the new value.
+ROTATABLE = {"client-secret": "client_secret", "app-key": "app_key", "webhook-secret": "webhook_secret"}
+
+
+def application_rotate_secret(
+    application: Application, what: str, *, operator: str = "", request: HttpRequest | None = None
+) -> str:
+    """Replace one of the Application's secrets with a new random value and return it (the only
+    time it is seen). The old value stops working at once: there is no grace period, so the app's
+    server must be given the new value right away. Tokens already issued stay valid; webhooks
+    not yet delivered are signed with the new secret. Audited without the value."""
+    if what == "client-secret":
+        value = _new_client_secret()
+        stored = _client_secret_stored(value, application.signature_mode)
+    elif what == "app-key":
+        value = _new_app_key()
+        stored = {"app_key_hash": crypto.token_hash(value)}
+    elif what == "webhook-secret":
+        value = _new_webhook_secret()
+        stored = {"webhook_secret_sealed": crypto.encrypt_json(value)}
+    else:
+        raise ValueError(f"unknown secret {what!r} (one of {', '.join(ROTATABLE)})")
+    with transaction.atomic():
+        Application.objects.filter(pk=application.pk).update(**stored, updated_at=timezone.now())
+        details: dict[str, Any] = {"rotated": what}
+        if operator:
+            details["operator"] = operator
+        audit("application.secret_rotated", actor=Actor.OPERATOR, application=application, request=request, **details)
+    for field, stored_value in stored.items():
+        setattr(application, field, stored_value)
+    return value
+
+
+def application_set_signature_mode(
+    application: Application,
+    mode: str,
+    *,
+    replace_client_secret: bool = False,
+    operator: str = "",
+    request: HttpRequest | None = None,
+) -> str:
+    """Sign the Application's notifications by `mode`. "humanapi" keys them with the client
+    secret, of which only a hash is kept unless the mode is already on: switching to it then
+    replaces the client secret (only with `replace_client_secret`, else ValueError), keeps the
+    new one encrypted and returns it (the only time it is seen; the old one stops working at
+    once). Back to "default", the encrypted copy is dropped. Returns "" when no secret changed.
+    Audited without the value."""
+    if mode not in SignatureMode.values:
+        raise ValueError(f"unknown signature mode {mode!r} (one of {', '.join(SignatureMode.values)})")
+    value, stored = "", {"signature_mode": mode, "client_secret_sealed": ""}
+    if mode == SignatureMode.HUMANAPI:
+        if application.signature_mode == mode and application.client_secret_sealed:
+            stored = {"signature_mode": mode}
+        elif not replace_client_secret:
+            raise ValueError(
+                "Human API signatures are keyed with the client secret, which is stored only as a hash: "
+                "switching replaces the client secret (the old one stops working at once)"
+            )
+        else:
+            value = _new_client_secret()
+            stored = {"signature_mode": mode, **_client_secret_stored(value, mode)}
+    with transaction.atomic():
+        Application.objects.filter(pk=application.pk).update(**stored, updated_at=timezone.now())
+        details: dict[str, Any] = {"signature_mode": mode, "client_secret_replaced": bool(value)}
+        if operator:
+            details["operator"] = operator
+        audit(
+            "application.signature_mode_set", actor=Actor.OPERATOR, application=application, request=request, **details
+        )
+    for field, stored_value in stored.items():
+        setattr(application, field, stored_value)
+    return value
 
 
 def authenticate_client(client_id: str, client_secret: str) -> Application:

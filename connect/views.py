@@ -14,14 +14,14 @@ from django.views import View
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from humanapi_project import crypto
 from humanapi_project.errors import error_body, error_response
+from humanapi_project.parsers import StrictCharField, UserIdField, storable_text
 from sources.base import AuthKind, AuthorizationFailed, SourceError
 from sources.models import Connection, ConnectionStatus
 from sources.registry import enabled_plugins, plugin_classes
@@ -48,30 +48,15 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 OAUTH_ASSETS = Path(__file__).resolve().parent / "oauth_assets"
 
 
-class TokenRateThrottle(BaseThrottle):
-    """The token endpoints' flood limit per client address (connect.ratelimit). The limits
-    that name an Application are counted in `ExchangeView.post`, where the secret is known."""
-
-    def allow_request(self, request: Request, view: APIView) -> bool:
-        verdict = ratelimit.hit(ratelimit.token_limits()[1], client_ip(request._request) or "unknown")
-        self.retry_after = verdict.retry_after
-        return verdict.allowed
-
-    def wait(self) -> float | None:
-        # The error handler adds one second to what it is given.
-        return max(0, self.retry_after - 1)
-
-
 class ExchangeView(APIView):
     """Base of the token endpoints: validate `Input`, call `exchange`, answer its JSON or the
     error envelope of an ExchangeError.
 
-    Limits: every request counts per client address (the throttle). Wrong credentials count
+    Limits: every request counts per client address (`check_throttles`). Wrong credentials count
     per (client_id, address), so guessing is slowed where it comes from; only requests whose
     secret is right count against the Application's own limit, so nobody who merely knows a
     public client_id can use up the tenant's budget."""
 
-    throttle_classes = [TokenRateThrottle]
     client_field = "client_id"  # the field that names the Application
     secret_field = "client_secret"  # noqa: S105 - a field name, not a secret
     Input: type[serializers.Serializer[dict[str, Any]]]
@@ -79,19 +64,23 @@ class ExchangeView(APIView):
     def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check_throttles(self, request: Request) -> None:
+        # DRF's place for limits (before the handler); the counting is connect.ratelimit's.
+        ratelimit.enforce(ratelimit.hit(ratelimit.limit("token-ip"), client_ip(request._request) or "unknown"))
+
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         client_id, secret = values[self.client_field], values[self.secret_field]
         source = f"{client_id}\n{client_ip(request._request) or 'unknown'}"
-        _within(ratelimit.peek(ratelimit.token_failure_limit(), source))
+        ratelimit.enforce(ratelimit.peek(ratelimit.token_failure_limit(), source))
         try:
             authenticate_client(client_id, secret)
         except ExchangeError as exc:
             ratelimit.hit(ratelimit.token_failure_limit(), source)
             return Response(error_body(exc.status, exc.message, request._request), status=exc.status)
-        _within(ratelimit.hit(ratelimit.token_limits()[0], client_id))
+        ratelimit.enforce(ratelimit.hit(ratelimit.limit("token-client"), client_id))
         try:
             body = self.exchange(values, request._request)
         except ExchangeError as exc:
@@ -99,22 +88,16 @@ class ExchangeView(APIView):
         return Response(body)
 
 
-def _within(verdict: ratelimit.Verdict) -> None:
-    if not verdict.allowed:
-        # The error handler adds one second to the wait it is given (Retry-After).
-        raise exceptions.Throttled(wait=max(0, verdict.retry_after - 1))
-
-
 class TokenView(ExchangeView):
     """POST /v1/connect/token: the client app's server trades its credentials for tokens."""
 
     class Input(serializers.Serializer[dict[str, Any]]):
-        client_id = serializers.CharField(max_length=64)
-        client_secret = serializers.CharField(max_length=200)
+        client_id = StrictCharField(max_length=64)
+        client_secret = StrictCharField(max_length=200)
         type = serializers.ChoiceField(choices=["session", "id", "access", "refresh"])
-        client_user_id = serializers.CharField(max_length=255, required=False)
+        client_user_id = UserIdField(max_length=255, required=False)
         client_user_email = serializers.EmailField(max_length=320, required=False)
-        refresh_token = serializers.CharField(max_length=200, required=False)
+        refresh_token = StrictCharField(max_length=200, required=False)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             kind = attrs["type"]
@@ -137,10 +120,10 @@ class LegacyTokensView(ExchangeView):
     secret_field = "clientSecret"  # noqa: S105 - a field name, not a secret
 
     class Input(serializers.Serializer[dict[str, Any]]):
-        humanId = serializers.CharField(max_length=64)
-        clientId = serializers.CharField(max_length=64)
-        sessionToken = serializers.CharField(max_length=200)
-        clientSecret = serializers.CharField(max_length=200)
+        humanId = StrictCharField(max_length=64)
+        clientId = StrictCharField(max_length=64)
+        sessionToken = StrictCharField(max_length=200)
+        clientSecret = StrictCharField(max_length=200)
 
     def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
         return legacy_tokens_exchange(
@@ -159,9 +142,9 @@ class LegacyPublicTokensView(ExchangeView):
     secret_field = "clientSecret"  # noqa: S105 - a field name, not a secret
 
     class Input(serializers.Serializer[dict[str, Any]]):
-        humanId = serializers.CharField(max_length=64)
-        clientId = serializers.CharField(max_length=64)
-        clientSecret = serializers.CharField(max_length=200)
+        humanId = StrictCharField(max_length=64)
+        clientId = StrictCharField(max_length=64)
+        clientSecret = StrictCharField(max_length=200)
 
     def exchange(self, values: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
         return legacy_public_token_exchange(
@@ -179,6 +162,11 @@ def csrf_for(token: Token) -> str:
     """Connect runs in a third-party iframe, where cookies can't be relied on, so its CSRF token
     is bound to the Connect session's own bearer token instead of a cookie."""
     return crypto.sign("connect-csrf", token.token_hash)
+
+
+def csrf_matches(token: Token, candidate: str) -> bool:
+    """A page rendered before SECRET_KEY changed keeps working while the old key is a fallback."""
+    return crypto.signed_matches("connect-csrf", token.token_hash, candidate)
 
 
 def initials(name: str) -> str:
@@ -268,13 +256,36 @@ def _form_fields(plugin: Any, app_config: dict[str, str]) -> list[Any]:
 
 
 def _session(request: HttpRequest, body: dict[str, str]) -> tuple[Token | None, JsonResponse | None]:
+    """The Connect session of a form request, or the response that refuses it. Every request
+    counts per client address (bad tokens too), then a good one per session."""
+    refused = _refused(request, ratelimit.hit(ratelimit.limit("connect-ip"), _address(request)))
+    if refused is not None:
+        return None, refused
     token, status = resolve_connect_token(body.get("token", ""))
     if token is None:
         response = error_response(401, status, request)
         return None, response
-    if not crypto.hashes_match_plain(body.get("csrf", ""), csrf_for(token)):
+    if not csrf_matches(token, body.get("csrf", "")):
         return None, error_response(403, "The form's CSRF token is missing or wrong; reload the page", request)
-    return token, None
+    refused = _refused(request, ratelimit.hit(ratelimit.limit("connect-session"), str(token.pk)))
+    return (None, refused) if refused is not None else (token, None)
+
+
+def _address(request: HttpRequest) -> str:
+    return client_ip(request) or "unknown"
+
+
+def _refused(request: HttpRequest, *verdicts: ratelimit.Verdict) -> JsonResponse | None:
+    """429 for the first verdict that refuses, None when all allow."""
+    for verdict in verdicts:
+        if not verdict.allowed:
+            return ratelimit.limited_response(verdict, request)
+    return None
+
+
+def _changes(human_id: str) -> tuple[ratelimit.Limit, str]:
+    """The limit on connections made or removed for a Human (each sends a webhook)."""
+    return ratelimit.limit("connect-changes"), human_id
 
 
 def _form_body(request: HttpRequest) -> dict[str, str]:
@@ -282,6 +293,8 @@ def _form_body(request: HttpRequest) -> dict[str, str]:
         try:
             parsed = json.loads(request.body or b"{}")
         except (ValueError, RecursionError):
+            return {}
+        if not storable_text(parsed):
             return {}
         return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
     return {key: str(value) for key, value in request.POST.items()}
@@ -297,15 +310,23 @@ class ConnectSourceView(View):
         if problem is not None or token is None:
             return problem  # type: ignore[return-value]
         form = {k: v[:1000] for k, v in body.items() if k not in ("token", "csrf")}
+        # Failed sign-ins count per (session, username): guessing one account's password is
+        # slowed without locking anyone else out; the session's own limit bounds spraying.
+        sign_in = (ratelimit.limit("connect-failures"), f"{token.pk}\n{form.get('username', '').strip().casefold()}")
+        refused = _refused(request, ratelimit.peek(*sign_in), ratelimit.peek(*_changes(token.human_id)))
+        if refused is not None:
+            return refused
         before = previous_status(token.human, slug)
         try:
             connection = connection_authorize_form(human=token.human, slug=slug, form=form, request=request)
         except UnknownSource:
             return error_response(404, f"No source {slug!r} that connects with a form", request)
         except AuthorizationFailed as exc:
+            ratelimit.hit(*sign_in)
             return error_response(400, str(exc), request, list(exc.fields) or ["username", "password"])
         except SourceError as exc:
             return error_response(502, f"The provider could not be reached: {exc}", request)
+        ratelimit.hit(*_changes(token.human_id))
         connect_completed(session=token, connection=connection, previous_status=before, request=request)
         return JsonResponse(
             {
@@ -331,6 +352,9 @@ class DisconnectView(View):
         )
         if connection is None:
             return error_response(404, "No such connection", request)
+        refused = _refused(request, ratelimit.hit(*_changes(token.human_id)))
+        if refused is not None:
+            return refused
         connection_disconnect(connection=connection, actor=Actor.END_USER, request=request)
         return JsonResponse(
             {
@@ -387,14 +411,25 @@ _TOKEN_MESSAGES = {
 
 @require_GET
 def oauth_start_view(request: HttpRequest, slug: str) -> HttpResponse:
-    """GET /connect/oauth/<slug>/start?token=&csrf=[&redirect=1]: off to the provider."""
+    """GET /connect/oauth/<slug>/start?token=&csrf=[&redirect=1]: off to the provider. Each start
+    writes a state row and an audit entry: limited per client address and per Connect session,
+    and refused once the Human's connection changes are used up."""
+    verdict = ratelimit.hit(ratelimit.limit("connect-ip"), _address(request))
+    if not verdict.allowed:
+        return _oauth_limited(request, slug, verdict)
     token_value = request.GET.get("token", "")
     token, status = resolve_connect_token(token_value)
     if token is None:
         return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=_TOKEN_MESSAGES[status]), 401)
-    if not crypto.hashes_match_plain(request.GET.get("csrf", ""), csrf_for(token)):
+    if not csrf_matches(token, request.GET.get("csrf", "")):
         message = "This request did not come from the Connect page. Close this window and try again."
         return _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=message), 403)
+    for verdict in (
+        ratelimit.hit(ratelimit.limit("connect-session"), str(token.pk)),
+        ratelimit.peek(*_changes(token.human_id)),
+    ):
+        if not verdict.allowed:
+            return _oauth_limited(request, slug, verdict)
     browser_id = _browser_id(request)
     try:
         url = oauth_start(
@@ -429,6 +464,9 @@ def oauth_start_view(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def oauth_callback_view(request: HttpRequest) -> HttpResponse:
     """GET /connect/oauth/callback?code=&state= (or ?error=&state=): the provider's way back."""
+    verdict = ratelimit.hit(ratelimit.limit("connect-ip"), _address(request))
+    if not verdict.allowed:
+        return _oauth_limited(request, "", verdict)
     status = 200
     try:
         outcome = oauth_callback(
@@ -445,6 +483,8 @@ def oauth_callback_view(request: HttpRequest) -> HttpResponse:
         log.exception("completing a sign-in failed")
         outcome = OAuthOutcome(ok=False, slug="", message=_unavailable(""))
         status = 503
+    if outcome.ok and outcome.connection is not None:
+        ratelimit.hit(*_changes(outcome.connection.human_id))
     redirect_token = outcome.redirect_token
     if redirect_token and outcome.state is not None:
         # Redirect mode: back to the Connect page, which shows the (signed) result.
@@ -455,6 +495,14 @@ def oauth_callback_view(request: HttpRequest) -> HttpResponse:
         response["Cache-Control"] = "no-store"
         return response
     return _oauth_page(request, outcome, status)
+
+
+def _oauth_limited(request: HttpRequest, slug: str, verdict: ratelimit.Verdict) -> HttpResponse:
+    """The sign-in popup's 429: a page a person can read (as every error of these pages), with
+    Retry-After."""
+    response = _oauth_page(request, OAuthOutcome(ok=False, slug=slug, message=verdict.message), 429)
+    response["Retry-After"] = str(verdict.retry_after)
+    return response
 
 
 def _unavailable(slug: str) -> str:

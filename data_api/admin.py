@@ -29,7 +29,7 @@ class ReadOnly:
 
 class DeliveryAttemptInline(ReadOnly, AttemptInlineBase):
     model = DeliveryAttempt
-    fields = ("at", "status_code", "error", "duration_ms")
+    fields = ("number", "at", "outcome", "status_code", "error", "duration_ms")
     readonly_fields = fields
     extra = 0
     ordering = ("at",)
@@ -48,6 +48,8 @@ class NotificationAdmin(ReadOnly, NotificationAdminBase):
     readonly_fields = (
         "event_id",
         "application",
+        "human_id",
+        "sequence",
         "event_type",
         "payload",
         "created_at",

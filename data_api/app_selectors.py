@@ -23,6 +23,8 @@ from .records import (
     Page,
     Window,
     apply_filters,
+    bounded_total,
+    counter,
     iso_ms,
     parse_instant,
     record_json,
@@ -38,10 +40,13 @@ RECENT_RUNS = 10
 
 
 def paginate(queryset: QuerySet[Any], params: QueryDict, render: Callable[[Any], dict[str, Any]]) -> Page:
-    """One page of an already ordered queryset, with the Data API's limit/offset rules."""
+    """One page of an already ordered queryset, with the Data API's limit/offset rules. The total
+    is counted no further than COUNT_AHEAD rows past the page (bounded_total): a feed of millions
+    of rows, or an audit log, costs no full count per page."""
     window = Window.parse(params)
-    rows = queryset[window.offset : window.offset + window.limit]
-    return Page([render(row) for row in rows], queryset.count(), window.limit, window.offset)
+    items = [render(row) for row in queryset[window.offset : window.offset + window.limit]]
+    total, exact = bounded_total(window, len(items), counter(queryset))
+    return Page(items, total, window.limit, window.offset, exact)
 
 
 def _since(params: QueryDict, name: str) -> Any:

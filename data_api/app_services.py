@@ -9,12 +9,13 @@ from django.db import IntegrityError, transaction
 from django.db import connection as db
 from django.http import HttpRequest
 
-from connect.audit import audit
+from connect.audit import audit, deleted_user_marker, redact_deleted_human
 from connect.models import Actor, Application, Human, Token
 from sources.models import Connection, ConnectionStatus
 from sources.services import connection_request_sync
 
 from .models import Record, Series
+from .notifications import drop_human_notifications
 
 # Rows per DELETE when erasing a user's records: small enough that each statement is short and
 # holds its locks briefly, large enough that millions of rows take a few hundred statements.
@@ -47,7 +48,8 @@ class Erased:
 
 def app_user_delete(*, human: Human, request: HttpRequest | None, batch: int = DELETE_BATCH) -> Erased:
     """Erase a user: tokens, connections (with their provider credentials and sync history),
-    every record, then the user. The audit trail keeps only the user's id.
+    every record, then the user. The audit trail keeps the user's events and internal id, with
+    their external id and email replaced by a marker; undelivered notifications are dropped.
 
     First the connections stop (no new sync claims them) and every token dies, in one
     transaction; then records go in batches of set-based DELETEs, each its own short
@@ -69,6 +71,8 @@ def app_user_delete(*, human: Human, request: HttpRequest | None, batch: int = D
         sources = list(Connection.objects.select_for_update().filter(human=human).values_list("source", flat=True))
         records += _delete_records(human_id, batch)
         records += _delete_series(human_id)
+        drop_human_notifications(human_id)
+        redact_deleted_human(human_id, {human.client_user_id, human.email})
         human.delete()
         audit(
             "user.deleted",
@@ -76,7 +80,7 @@ def app_user_delete(*, human: Human, request: HttpRequest | None, batch: int = D
             application=application,
             human_id=human_id,
             request=request,
-            external_id=human.client_user_id,
+            external_id=deleted_user_marker(human_id),
             records=records,
             sources=sources,
         )

@@ -12,8 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connect import ratelimit
 from connect.models import Application, Human
 from humanapi_project.errors import error_body
+from humanapi_project.parsers import StrictCharField, UserIdField
 
 from . import app_selectors as selectors
 from .app_services import NothingToSync, app_user_create, app_user_delete, app_user_request_sync
@@ -29,6 +31,10 @@ class AppView(APIView):
     @property
     def application(self) -> Application:
         return self.request.user  # type: ignore[return-value]
+
+    def check_throttles(self, request: Request) -> None:
+        # Counted once the App Key is right: nobody who only knows a client_id uses up its budget.
+        ratelimit.enforce(ratelimit.hit(ratelimit.limit("app-api"), str(self.application.pk)))
 
     def human_or_404(self, human_id: str) -> Human:
         human = selectors.app_human(self.application, human_id)
@@ -51,7 +57,7 @@ class UsersView(AppView):
     """GET /users (paginated, oldest first; `externalId` filters); POST /users."""
 
     class Input(serializers.Serializer[dict[str, Any]]):
-        externalId = serializers.CharField(max_length=255)
+        externalId = UserIdField(max_length=255)
 
     def get(self, request: Request, client_id: str) -> Response:
         page = selectors.paginate(
@@ -89,11 +95,24 @@ class UserSourcesView(AppView):
 
 
 class UserSyncView(AppView):
-    """POST /users/{humanId}/sync (optional `source`): sync now; 202, the sync runs in a worker."""
+    """POST /users/{humanId}/sync (optional `source`): sync now; 202, the sync runs in a worker.
+    Limited per Human and per Application (per hour): a sync spends provider quota that every
+    tenant shares."""
+
+    class Input(serializers.Serializer[dict[str, Any]]):
+        # allow_blank: an empty value (a form's `source=` too) reaches the slug check, not dropped.
+        source = StrictCharField(required=False, allow_blank=True)  # type: ignore[assignment]  # stubs: Field.source
 
     def post(self, request: Request, client_id: str, human_id: str) -> Response:
         human = self.human_or_404(human_id)
-        source = _optional_slug(request)
+        body = self.Input(data=request.data)  # none, or a JSON object
+        body.is_valid(raise_exception=True)
+        source = _optional_slug(body.validated_data.get("source"), request.query_params.get("source"))
+        ratelimit.enforce(
+            ratelimit.hit_each(
+                (ratelimit.limit("sync-human"), human.pk), (ratelimit.limit("sync-app"), str(self.application.pk))
+            )
+        )
         try:
             connections = app_user_request_sync(human=human, source=source, request=request._request)
         except NothingToSync:
@@ -104,14 +123,15 @@ class UserSyncView(AppView):
         )
 
 
-def _optional_slug(request: Request) -> str | None:
-    raw = request.data.get("source") if hasattr(request.data, "get") else None
-    raw = raw if raw is not None else request.query_params.get("source")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not re.fullmatch(r"[a-z0-9_-]{1,64}", raw):
-        raise ValidationError({"source": f"not a source slug: {raw!r}"})
-    return raw
+def _optional_slug(body: str | None, query: str | None) -> str | None:
+    """`source` from the body or the query: each given one a slug, and both the same."""
+    given = [raw for raw in (body, query) if raw is not None]
+    for raw in given:
+        if not re.fullmatch(r"[a-z0-9_-]{1,64}", raw):
+            raise ValidationError({"source": f"not a source slug: {raw!r}"})
+    if len(set(given)) > 1:
+        raise ValidationError({"source": f"the body says {body!r}, the query {query!r}"})
+    return given[0] if given else None
 
 
 class BatchRecordsView(AppView):

@@ -11,7 +11,7 @@ from django.http import HttpResponse, HttpResponseBase
 
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Accept, Content-Type, X-Request-Id"
-EXPOSED_HEADERS = "X-Total-Count, Link, X-Request-Id"
+EXPOSED_HEADERS = "X-Total-Count, X-Total-Count-Exact, Link, X-Request-Id, Retry-After"
 PREFLIGHT_MAX_AGE = "86400"
 
 

@@ -172,10 +172,18 @@ class ListAnchor(models.Model):
 
 
 class Notification(models.Model):
-    """One webhook event for an Application, and its delivery state."""
+    """One webhook event for an Application, and its delivery state.
+
+    `payload` is the event without `clientUserId`: the Human's external id is read when each
+    attempt is sent, so this table never holds it, and the events of a deleted Human are dropped
+    rather than sent. `sequence` (also in the payload) numbers a Human's events 1, 2, 3, ... in
+    the order they were raised (EventCounter); 0 on rows that name no Human."""
 
     event_id = models.CharField(max_length=32, unique=True)
     application = models.ForeignKey("connect.Application", on_delete=models.CASCADE, related_name="notifications")
+    # A plain id, like the audit log's: the row may outlive its Human (scrubbed, never sent).
+    human_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    sequence = models.PositiveBigIntegerField(default=0)
     event_type = models.CharField(max_length=64)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -184,13 +192,48 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["human_id", "sequence"], condition=Q(sequence__gt=0), name="notification_human_sequence"
+            ),
+        ]
+
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
 
 
+class EventCounter(models.Model):
+    """The last `sequence` given to a Human's events. Taken with one upsert in the transaction
+    that stores the event, which holds the row's lock until it commits: concurrent writers for
+    one Human queue on it, and a rolled-back event gives its number back, so the numbers have no
+    gaps. A plain id, like Notification's (a late event of a deleted Human still gets one)."""
+
+    human_id = models.CharField(max_length=32, primary_key=True)
+    last = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.human_id}: {self.last}"
+
+
+class AttemptOutcome(models.TextChoices):
+    DELIVERED = "delivered"  # answered 2xx, in time
+    STATUS = "status"  # answered in time, but not 2xx
+    TIMEOUT = "timeout"  # no whole answer before the deadline
+    UNREACHABLE = "unreachable"  # no connection (refused, reset, unresolvable, TLS failure)
+    NOT_SENT = "not_sent"  # nothing could be sent (no notify URL, a private address, the secret)
+    ERROR = "error"  # a failure of this server while sending
+    UNFINISHED = "unfinished"  # under way, or its worker stopped before it ended
+
+
 class DeliveryAttempt(models.Model):
+    """One attempt, written when it is claimed (unfinished) and completed when it ends, so
+    even an attempt whose worker died is on record."""
+
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="delivery_attempts")
+    number = models.PositiveIntegerField(default=0)  # 1 for the first attempt of its notification
     at = models.DateTimeField(auto_now_add=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.UNFINISHED)
     status_code = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True, default="")
     duration_ms = models.PositiveIntegerField(default=0)

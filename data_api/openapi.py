@@ -12,7 +12,7 @@ from sources.models import ConnectionStatus, SyncKind, SyncOutcome
 from sources.types import BATCH_TYPES, RECORD_TYPES
 
 from .app_selectors import SUMMARY_SUMS
-from .records import DEFAULT_LIMIT, MAX_LIMIT, MEASUREMENTS, PERIODIC
+from .records import COUNT_AHEAD, DEFAULT_LIMIT, MAX_LIMIT, MEASUREMENTS, PERIODIC
 
 Schema = dict[str, Any]
 
@@ -36,6 +36,11 @@ def one_of(*values: str) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
+def text(most: int) -> Schema:
+    """A request's non-empty string of at most `most` characters."""
+    return {"type": "string", "minLength": 1, "maxLength": most}
+
+
 STR: Schema = {"type": "string"}
 INT: Schema = {"type": "integer"}
 NUM: Schema = {"type": "number"}
@@ -44,6 +49,7 @@ OBJECT: Schema = {"type": "object"}
 TIME: Schema = {"type": "string", "format": "date-time", "example": "2026-03-01T07:30:00.000Z"}
 DAY: Schema = {"type": "string", "format": "date", "example": "2026-03-01"}
 TZ: Schema = {"type": "string", "pattern": "^[+-][0-9]{2}:[0-9]{2}$", "example": "-05:00"}
+SLUG: Schema = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "example": "demo"}
 
 
 def nullable(schema: Schema) -> Schema:
@@ -222,11 +228,14 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "Source": obj(SOURCE_FIELDS),
     "TokenRequest": obj(
-        {"client_id": STR, "client_secret": STR, "type": one_of("session", "id", "access", "refresh")},
+        {"client_id": text(64), "client_secret": text(200), "type": one_of("session", "id", "access", "refresh")},
         {
-            "client_user_id": {**STR, "description": "Required unless type=refresh."},
-            "client_user_email": {**STR, "format": "email", "description": "Required for type=session."},
-            "refresh_token": {**STR, "description": "Required for type=refresh."},
+            "client_user_id": {
+                "oneOf": [text(255), INT],
+                "description": "Required unless type=refresh. A whole number is taken as its decimal text.",
+            },
+            "client_user_email": {**text(320), "format": "email", "description": "Required for type=session."},
+            "refresh_token": {**text(200), "description": "Required for type=refresh."},
         },
     ),
     "SessionToken": obj({"session_token": STR, "expires_in": INT, "human_id": STR}),
@@ -235,12 +244,21 @@ COMPONENTS: dict[str, Schema] = {
         {"access_token": STR, "expires_in": INT, "token_type": one_of("Bearer"), "refresh_token": STR, "human_id": STR}
     ),
     "TokenResponse": {"oneOf": [ref("SessionToken"), ref("IdToken"), ref("AccessToken")]},
-    "LegacyTokensRequest": obj({"humanId": STR, "clientId": STR, "sessionToken": STR, "clientSecret": STR}),
+    "LegacyTokensRequest": obj(
+        {"humanId": text(64), "clientId": text(64), "sessionToken": text(200), "clientSecret": text(200)}
+    ),
     "LegacyTokens": obj({"humanId": STR, "accessToken": STR, "publicToken": STR, "clientId": STR, "clientUserId": STR}),
-    "LegacyPublicTokensRequest": obj({"humanId": STR, "clientId": STR, "clientSecret": STR}),
+    "LegacyPublicTokensRequest": obj({"humanId": text(64), "clientId": text(64), "clientSecret": text(200)}),
     "LegacyPublicToken": obj({"humanId": STR, "publicToken": STR}),
     "AppUser": obj({"humanId": STR, "externalId": STR, "appId": STR, "createdAt": TIME, "updatedAt": TIME}),
-    "NewAppUser": obj({"externalId": {**STR, "minLength": 1, "maxLength": 255}}),
+    "NewAppUser": obj(
+        {
+            "externalId": {
+                "oneOf": [text(255), INT],
+                "description": "The app's id for the user; a whole number is taken as its decimal text.",
+            }
+        }
+    ),
     "SyncRun": obj(
         {
             "id": INT,
@@ -267,7 +285,7 @@ COMPONENTS: dict[str, Schema] = {
             "syncRuns": {**array_of(ref("SyncRun")), "description": "The latest runs, newest first."},
         }
     ),
-    "SyncRequest": obj({}, {"source": {**STR, "description": "Only this source's connection (slug)."}}),
+    "SyncRequest": obj({}, {"source": {**SLUG, "description": "Only this source's connection (slug)."}}),
     "SyncQueued": obj({"status": one_of("queued"), "connections": array_of(obj({"id": STR, "source": STR}))}),
     "AuditEntry": obj(
         {
@@ -286,7 +304,17 @@ LINK_RELS = "(next|prev|last|first)"
 LINK_ONE = f'<[^>]+>; rel="{LINK_RELS}"'
 HEADERS: dict[str, Schema] = {
     "X-Request-Id": {"schema": STR, "required": True, "description": "This request's id (also in error bodies)."},
-    "X-Total-Count": {"schema": INT, "required": True, "description": "Items matching the query."},
+    "X-Total-Count": {
+        "schema": INT,
+        "required": True,
+        "description": "Items matching the query; a lower bound when X-Total-Count-Exact is false.",
+    },
+    "X-Total-Count-Exact": {
+        "schema": {**STR, "enum": ["false"]},
+        "required": False,
+        "description": "Present when X-Total-Count is a lower bound: a list without a cached total is counted "
+        f"no further than {COUNT_AHEAD} items past the page (there is then no `last` link).",
+    },
     "Link": {
         "schema": {**STR, "pattern": f"^{LINK_ONE}(, {LINK_ONE})*$"},
         "required": False,
@@ -301,13 +329,15 @@ PERIOD_SCHEMA = {t.name: t.schema for t in RECORD_TYPES.values() if t.kind == "p
 SUMMARY_SCHEMA = {t.name: t.summary_schema for t in RECORD_TYPES.values() if t.summary_schema}
 
 
-def _param(name: str, where: str, schema: Schema, description: str, required: bool = False) -> Schema:
-    return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
+def _param(name: str, where: str, schema: Schema, description: str, required: bool = False, **extra: Any) -> Schema:
+    return {"name": name, "in": where, "required": required, "schema": schema, "description": description, **extra}
 
 
+# An empty limit or offset (`?limit=`) is taken as absent: the default.
+PAGE_LIMIT: Schema = {**INT, "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 PAGE_PARAMS = [
-    _param("limit", "query", {**INT, "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Page size."),
-    _param("offset", "query", {**INT, "minimum": 0, "default": 0}, "Items to skip."),
+    _param("limit", "query", PAGE_LIMIT, "Page size (empty: the default).", allowEmptyValue=True),
+    _param("offset", "query", {**INT, "minimum": 0, "default": 0}, "Items to skip (empty: 0).", allowEmptyValue=True),
 ]
 LIST_PARAMS = [
     *PAGE_PARAMS,
@@ -317,9 +347,9 @@ LIST_PARAMS = [
         _param(name, "query", STR, f"{name.replace('_', ' ').capitalize()}: YYYYMMDDTHHmmssZ or ISO-8601.")
         for name in ("created_since", "updated_since", "created_before", "updated_before")
     ],
-    _param("source", "query", STR, "Only this source (slug)."),
+    _param("source", "query", SLUG, "Only this source (slug)."),
 ]
-LIST_HEADERS = ("X-Total-Count", "Link")
+LIST_HEADERS = ("X-Total-Count", "Link", "X-Total-Count-Exact")
 
 
 def _headers(*names: str) -> Schema:
@@ -353,7 +383,8 @@ def errors(*codes: int, challenge: bool = True) -> dict[str, Schema]:
     return {str(code): _response(ERROR_TEXT[code], ref("Error"), extra.get(code, ())) for code in codes}
 
 
-ERRORS = errors(400, 401, 404)
+# Data API limits (per user, per Application, lists computed afresh): a 429 with Retry-After.
+ERRORS = errors(400, 401, 404, 429)
 
 
 def _get(
@@ -371,7 +402,6 @@ def _get(
 
 DAY_PARAM = _param("day", "path", DAY, "A local day, YYYY-MM-DD.", required=True)
 ID_PARAM = _param("id", "path", STR, "The record's id.", required=True)
-REF_PARAM = _param("ref", "path", STR, "A summary id, or a local day YYYY-MM-DD.", required=True)
 
 
 def _reading_ref(kind: str) -> Schema:
@@ -410,7 +440,11 @@ def _data_api_paths() -> dict[str, Schema]:
     for kind, name in SUMMARY_SCHEMA.items():
         base = f"/v1/human/{kind}"
         paths[f"{base}/summaries"] = _get(f"Daily {kind} summaries", array_of(ref(name)), tag=tag, is_list=True)
-        paths[f"{base}/summaries/{{ref}}"] = _get(f"One daily {kind} summary", ref(name), tag=tag, params=[REF_PARAM])
+        summary_ref = {**STR, "pattern": f"^({kind}-[0-9]{{8}}|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})$"}
+        ref_param = _param(
+            "ref", "path", summary_ref, f"A summary id ({kind}-YYYYMMDD), or a local day YYYY-MM-DD.", True
+        )
+        paths[f"{base}/summaries/{{ref}}"] = _get(f"One daily {kind} summary", ref(name), tag=tag, params=[ref_param])
         paths[f"{base}/summary/{{day}}"] = _get(f"The {kind} summary of a day", ref(name), tag=tag, params=[DAY_PARAM])
     return paths
 
@@ -468,7 +502,7 @@ def _app_paths() -> dict[str, Schema]:
             "tags": [tag],
             "security": security,
             "parameters": params,
-            "responses": responses,
+            "responses": {**responses, **errors(429)},  # every operation is limited per Application
             **extra,
         }
 
@@ -480,7 +514,7 @@ def _app_paths() -> dict[str, Schema]:
         _param("since", "query", STR, "Entries after: YYYYMMDDTHHmmssZ or ISO-8601."),
         _param("before", "query", STR, "Entries before: YYYYMMDDTHHmmssZ or ISO-8601."),
     ]
-    sync_source = _param("source", "query", STR, "Only this source's connection (slug); also accepted in the body.")
+    sync_source = _param("source", "query", SLUG, "Only this source's connection (slug); also accepted in the body.")
     paths: dict[str, Schema] = {
         f"{base}/users": {
             "get": op(
@@ -516,7 +550,7 @@ def _app_paths() -> dict[str, Schema]:
         },
         f"{base}/users/{{humanId}}/sync": {
             "post": op(
-                "Sync every active connection of a user now (409: none is active)",
+                "Sync every active connection of a user now (409: none is active; 429: too many asked for, per hour)",
                 {"202": _json(ref("SyncQueued"), "Queued"), **errors(400, 401, 404, 409)},
                 [client, human, sync_source],
                 requestBody=_body("SyncRequest", required=False),

@@ -209,7 +209,7 @@ def _newest_first(
 
 
 def reading_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
-    if not record_id.isdigit() or len(record_id) > 18:
+    if not (record_id.isascii() and record_id.isdigit()) or len(record_id) > 18:
         return None
     series_id, slot = split_id(int(record_id))
     row = Series.objects.filter(pk=series_id, human_id=human.pk, type=kind).values_list("source", "payload").first()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import cache
@@ -25,6 +26,10 @@ M = TypeVar("M", bound=Model)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# Where a list has no cached total, X-Total-Count counts at most this many rows past the page;
+# beyond that it is a lower bound, said so by `X-Total-Count-Exact: false` (and no `last` link),
+# so no page costs a count of the whole set.
+COUNT_AHEAD = 10_000
 
 
 def iso_ms(moment: datetime | str | None) -> str | None:
@@ -254,6 +259,7 @@ class Page:
     total: int
     limit: int
     offset: int
+    exact: bool = True  # False: `total` is a lower bound (see COUNT_AHEAD)
 
     def headers(self, path: str, params: QueryDict) -> dict[str, str]:
         links = []
@@ -269,14 +275,35 @@ class Page:
             links.append(f'<{url(self.offset + self.limit)}>; rel="next"')
         if self.offset > 0:
             links.append(f'<{url(max(0, self.offset - self.limit))}>; rel="prev"')
-        if self.total and self.offset != last_offset:
+        if self.total and self.offset != last_offset and self.exact:
             links.append(f'<{url(last_offset)}>; rel="last"')
         if self.offset != 0:
             links.append(f'<{url(0)}>; rel="first"')
         headers = {"X-Total-Count": str(self.total)}
+        if not self.exact:
+            headers["X-Total-Count-Exact"] = "false"
         if links:
             headers["Link"] = ", ".join(links)
         return headers
+
+
+def bounded_total(window: Window, found: int, count: Callable[[int, int], int]) -> tuple[int, bool]:
+    """(X-Total-Count, exact) of a page of `found` items, never counting more rows than the page
+    skipped plus COUNT_AHEAD. `count(start, most)` counts the list's rows from `start`, at most
+    `most` of them (order does not matter to it)."""
+    if found < window.limit and (found or window.offset == 0):
+        return window.offset + found, True  # the list ends on this page
+    if not found:  # past the end: the rows before the offset, which the page has walked already
+        return count(0, window.offset), True
+    start = window.offset + window.limit
+    ahead = count(start, COUNT_AHEAD + 1)
+    return start + ahead, ahead <= COUNT_AHEAD
+
+
+def counter(queryset: QuerySet[Any]) -> Callable[[int, int], int]:
+    """bounded_total's `count` for a queryset (without its order, which changes no count)."""
+    unordered = queryset.order_by()
+    return lambda start, most: unordered[start : start + most].count()
 
 
 def paginate(queryset: QuerySet[Record], params: QueryDict) -> Page:

@@ -13,6 +13,13 @@ per million rows on a 2-core machine, so linear in N) and writes N / ANCHOR_EVER
 every later read of that version is free of it. Frequent writes to a huge list therefore
 cost one such pass per write that is followed by a read. On SQLite (the one-machine demo)
 lists COUNT and OFFSET, which is fine at its scale.
+
+Bounds: a filter on createdAt/updatedAt is usually new with every request (an incremental
+pull), so a first page of such a list (offset below ANCHOR_EVERY) that has no cache is read
+directly, with a total counted no further than COUNT_AHEAD rows past the page, and caches
+nothing: no pass, and no other list's cache pushed out. A pass for a deeper page of such a list
+is counted per Human (RATE_LIMIT_DATA_LIST_PASSES), so a stream of new time filters at deep
+offsets gets a 429. (Other filters have few values, or select a few days.)
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from django.db import connection as db
 from django.db import transaction
 from django.db.models import QuerySet
 
+from connect import ratelimit
 from connect.models import Human
 from sources.models import Connection, ConnectionStatus, SyncOutcome, SyncRun
 from sources.registry import get_plugin
@@ -37,6 +45,8 @@ from .records import (
     Filters,
     Page,
     Window,
+    bounded_total,
+    counter,
     iso_ms,
     row_json,
     rows_for_json,
@@ -63,9 +73,28 @@ def record_page(*, human: Human, kind: str, filters: Filters, window: Window) ->
         found = _cached_page(human.pk, kind, filters, window)
         if found is not None:
             return found
+        if _on_times(filters):
+            if window.offset < ANCHOR_EVERY:
+                return _direct_page(filters.apply(records_of(human, kind)), window)
+            ratelimit.enforce(ratelimit.hit(ratelimit.limit("data-passes"), human.pk))
         if not _recompute(human.pk, kind, filters, filters.apply(records_of(human, kind))):
             return Page([], 0, window.limit, window.offset)
     raise RuntimeError("list cache did not settle")  # pragma: no cover - two versions in a row
+
+
+def _on_times(filters: Filters) -> bool:
+    return any(
+        value is not None
+        for value in (filters.created_since, filters.updated_since, filters.created_before, filters.updated_before)
+    )
+
+
+def _direct_page(queryset: QuerySet[Record], window: Window) -> Page:
+    """A page read without the list cache; its total bounded (records.bounded_total)."""
+    rows = rows_for_json(queryset.order_by("-start_time", "-id"))[window.offset : window.offset + window.limit]
+    items = [row_json(r) for r in rows]
+    total, exact = bounded_total(window, len(items), counter(queryset))
+    return Page(items, total, window.limit, window.offset, exact)
 
 
 # The cached total, the anchor at or before the offset, and the page after it, in one round
@@ -185,10 +214,10 @@ def _forget_stale_lists(cursor: Any, human_id: str, kind: str, keep: int) -> Non
 
 def record_detail(*, human: Human, kind: str, record_id: str) -> dict[str, Any] | None:
     """One record of this Human and type; None for another Human's id or a malformed one."""
+    if not (record_id.isascii() and record_id.isdigit()) or len(record_id) > 18:
+        return None  # ids are ASCII digits: "²" passes isdigit() but not int()
     if kind in SERIES:
         return readings.reading_detail(human=human, kind=kind, record_id=record_id)
-    if not record_id.isdigit() or len(record_id) > 18:
-        return None
     row = rows_for_json(records_of(human, kind).filter(pk=int(record_id))).first()
     return row_json(row) if row else None
 

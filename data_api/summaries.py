@@ -397,18 +397,23 @@ def app_summary_page(*, application: Application, kind: str, filters: Filters, w
     scope = "d.human_id IN (SELECT h.id FROM connect_human h WHERE h.application_id = %s)"
     chosen_sql, where, params = _chosen_sql(scope, [application.pk], kind, filters, application.pk)
     with db.cursor() as cursor:
+        # The total comes with the page, from the same choice of every day (counting apart
+        # would make that choice, a sort of all the days, a second time).
         cursor.execute(
-            f"SELECT c.human_id, c.local_day, c.source, c.count, c.stats, {_TIMES} FROM ({chosen_sql}) c "
-            f"WHERE {where} ORDER BY c.updated_at, c.human_id, c.local_day OFFSET %s LIMIT %s",
+            f"SELECT count(*) OVER (), c.human_id, c.local_day, c.source, c.count, c.stats, {_TIMES} "
+            f"FROM ({chosen_sql}) c WHERE {where} ORDER BY c.updated_at, c.human_id, c.local_day OFFSET %s LIMIT %s",
             [*params, window.offset, window.limit],
         )
         rows = cursor.fetchall()
-        cursor.execute(f"SELECT count(*) FROM ({chosen_sql}) c WHERE {where}", params)
-        total = int(cursor.fetchone()[0])
+        if rows:
+            total = int(rows[0][0])
+        else:
+            cursor.execute(f"SELECT count(*) FROM ({chosen_sql}) c WHERE {where}", params)
+            total = int(cursor.fetchone()[0])
     items = [
         day_json(
             human_id, kind, day, count, json.loads(stats) if isinstance(stats, str) else stats, created, updated, source
         )
-        for human_id, day, source, count, stats, created, updated in rows
+        for _, human_id, day, source, count, stats, created, updated in rows
     ]
     return Page(items, total, window.limit, window.offset)

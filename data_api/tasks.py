@@ -5,10 +5,11 @@ from celery import shared_task
 from django.utils import timezone
 
 from .models import Notification
-from .notifications import ATTEMPT_LEASE, deliver
+from .notifications import deliver, requeue_lease
 
 
-# One attempt is a 3 s HTTP call and three small writes; the limit only guards against a hang.
+# One attempt is at most NOTIFY_TIMEOUT_SECONDS (30 s at most) of HTTP and a few small writes; the
+# limit only guards against a hang.
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
 def deliver_notification(notification_id: int) -> None:
     deliver(notification_id)
@@ -24,7 +25,7 @@ def enqueue_due_notifications(limit: int = 1000) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     # Leased for a while, so the next beat doesn't publish the same attempt again.
-    Notification.objects.filter(pk__in=due).update(next_attempt_at=now + ATTEMPT_LEASE)
+    Notification.objects.filter(pk__in=due).update(next_attempt_at=now + requeue_lease())
     for pk in due:
         deliver_notification.delay(pk)
     return len(due)

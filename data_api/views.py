@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from connect import ratelimit
 from connect.models import Human
 from humanapi_project.errors import error_response
 
@@ -36,6 +37,16 @@ class HumanView(APIView):
     @property
     def human(self) -> Human:
         return self.request.user  # type: ignore[return-value]
+
+    def check_throttles(self, request: Request) -> None:
+        """Per Human, then per Application (a request refused for its Human does not count
+        against the Application). DRF calls this once the token is known; connect.ratelimit counts."""
+        human = self.human
+        ratelimit.enforce(
+            ratelimit.hit_each(
+                (ratelimit.limit("data-human"), human.pk), (ratelimit.limit("data-app"), str(human.application_id))
+            )
+        )
 
 
 def list_response(request: Request, page: Page) -> Response:

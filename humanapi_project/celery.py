@@ -1,8 +1,11 @@
+import logging
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+
+from .log_redaction import redact_handlers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "humanapi_project.settings")
 
@@ -17,3 +20,10 @@ def check_settings(**kwargs: Any) -> None:
     from sources.checks import refuse_to_start_on_errors
 
     refuse_to_start_on_errors()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def redact_worker_logs(logger: logging.Logger, **kwargs: Any) -> None:
+    """A worker replaces the root handlers of settings.LOGGING with its own: they redact secrets too."""
+    redact_handlers(logger)

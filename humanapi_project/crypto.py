@@ -25,21 +25,48 @@ def hashes_match(candidate: str, stored_hash: str) -> bool:
     return hmac.compare_digest(token_hash(candidate), stored_hash)
 
 
-def sign(purpose: str, value: str) -> str:
-    key = hashlib.sha256(f"{purpose}:{settings.SECRET_KEY}".encode()).digest()
+def _secret_keys() -> tuple[str, ...]:
+    """SECRET_KEY, then SECRET_KEY_FALLBACKS: what was signed or derived from a previous key
+    stays valid while that key is kept as a fallback."""
+    return (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+
+
+def sign(purpose: str, value: str, secret_key: str | None = None) -> str:
+    secret = settings.SECRET_KEY if secret_key is None else secret_key
+    key = hashlib.sha256(f"{purpose}:{secret}".encode()).digest()
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
+def signed_matches(purpose: str, value: str, candidate: str) -> bool:
+    """Whether `candidate` is `sign(purpose, value)` under SECRET_KEY or one of its fallbacks."""
+    return any(hashes_match_plain(candidate, sign(purpose, value, key)) for key in _secret_keys())
+
+
+def _derived_key(secret_key: str) -> bytes:
+    return base64.urlsafe_b64encode(hashlib.sha256(f"field-encryption:{secret_key}".encode()).digest())
+
+
 @lru_cache(maxsize=4)
-def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
-    if not keys:
-        derived = base64.urlsafe_b64encode(hashlib.sha256(f"field-encryption:{secret_key}".encode()).digest())
-        return MultiFernet([Fernet(derived)])
-    return MultiFernet([Fernet(key.encode()) for key in keys])
+def _fernet(keys: tuple[str, ...], secret_keys: tuple[str, ...]) -> MultiFernet:
+    """The first of FIELD_ENCRYPTION_KEYS encrypts (the key derived from SECRET_KEY when there is
+    none); all of them decrypt, then the keys derived from SECRET_KEY and its fallbacks, so that
+    nothing written before FIELD_ENCRYPTION_KEYS was set, or before SECRET_KEY changed, is lost.
+    `rotate_keys` rewrites everything with the first key, after which the old ones can go."""
+    explicit = [Fernet(key.encode()) for key in keys]
+    return MultiFernet(explicit + [Fernet(_derived_key(secret)) for secret in secret_keys])
 
 
 def fernet() -> MultiFernet:
-    return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS), settings.SECRET_KEY)
+    return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS), _secret_keys())
+
+
+def fernet_key_problem(key: str) -> str:
+    """Why `key` can't be a FIELD_ENCRYPTION_KEYS entry ("" if it can); never quotes the key."""
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError):
+        return "is not a Fernet key (32 random bytes, url-safe base64: Fernet.generate_key())"
+    return ""
 
 
 class DecryptionError(Exception):

@@ -88,6 +88,9 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
 if SECRET_KEY == DEV_SECRET_KEY and not DEBUG:
     raise ImproperlyConfigured("Set SECRET_KEY: the development key is refused when DEBUG is off")
+# Previous secret keys, comma-separated: what they signed (admin sessions, Connect forms, OAuth
+# results) and the encryption key derived from them stay valid while they are listed here.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 # How many reverse proxies in front of the web processes append to X-Forwarded-For; the client
@@ -114,10 +117,14 @@ INSTALLED_APPS = [
     "connect",
     "sources",
     "data_api",
+    "humanapi_project.apps.ProjectConfig",
 ]
 
 MIDDLEWARE = [
     "humanapi_project.middleware.RequestIdMiddleware",
+    # /healthz, /readyz and /metrics (answered before host checks: probes address a pod by its
+    # IP), the count of 429s, and the JSON request line when LOG_FORMAT=json.
+    "humanapi_project.observability.ObservabilityMiddleware",
     "humanapi_project.middleware.JsonMethodNotAllowedMiddleware",
     "humanapi_project.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -160,8 +167,39 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# HTTPS hardening, off until the operator turns it on (humanapi_project.checks refuses
+# combinations that contradict each other).
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Paths (regular expressions, without the leading slash) answered over plain http too: health
+# checks of a load balancer usually come without TLS.
+SECURE_REDIRECT_EXEMPT = env_list("SECURE_REDIRECT_EXEMPT", [r"^healthz/?$", r"^readyz/?$", r"^livez/?$"])
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The header a TLS-terminating reverse proxy sets on requests that came over https, as
+# "X-Forwarded-Proto: https" (the value defaults to "https"). Only a proxy that always sets or
+# overwrites it may be trusted this way.
+TRUSTED_PROXY_TLS_HEADER = env_str("TRUSTED_PROXY_TLS_HEADER", "").strip()
+
+
+def proxy_ssl_header(setting: str) -> tuple[str, str] | None:
+    """Django's SECURE_PROXY_SSL_HEADER (`("HTTP_X_FORWARDED_PROTO", "https")`) from the header's
+    name and value."""
+    if not setting:
+        return None
+    name, _, value = setting.partition(":")
+    name, value = name.strip(), value.strip() or "https"
+    if not name or not all(c.isascii() and (c.isalnum() or c == "-") for c in name) or not value.isprintable():
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXY_TLS_HEADER must be a header name and value like 'X-Forwarded-Proto: https', got {setting!r}"
+        )
+    return "HTTP_" + name.upper().replace("-", "_"), value
+
+
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(TRUSTED_PROXY_TLS_HEADER)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -187,22 +225,50 @@ LEGACY_ACCESS_TOKEN_TTL = env_int("LEGACY_ACCESS_TOKEN_TTL", 365 * 86400, minimu
 # How long a user has to finish a provider's OAuth authorize page (seconds).
 OAUTH_STATE_TTL = env_int("OAUTH_STATE_TTL", 600, minimum=30)
 
-# Rate limits of the token endpoints: requests per window, per client IP, per Application (right
-# secret only) and per (client_id, IP) for wrong credentials.
-# Counters live in PostgreSQL (shared by every web process), or in Redis when
-# RATE_LIMIT_REDIS_URL is set. 0 disables a limit.
+# Rate limits (connect.ratelimit): requests per window of RATE_LIMIT_WINDOW seconds, unless
+# said to be per hour (RATE_LIMIT_SLOW_WINDOW). Counters live in PostgreSQL (shared by every web
+# process), or in Redis when RATE_LIMIT_REDIS_URL is set. 0 disables a limit. A request over one
+# gets 429 and Retry-After.
 RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60, minimum=1)
+# The window of the slow limits (syncs asked for, connections changed), seconds.
+RATE_LIMIT_SLOW_WINDOW = env_int("RATE_LIMIT_SLOW_WINDOW", 3600, minimum=1)
 # Per Application, counting only requests whose client secret is right: anyone can send a
 # client_id, so failures must never use up the tenant's own budget.
 RATE_LIMIT_TOKEN_PER_CLIENT = env_int("RATE_LIMIT_TOKEN_PER_CLIENT", 600)
 # Wrong credentials per (client_id, address): guessing a secret is slowed where it comes from.
 RATE_LIMIT_TOKEN_FAILURES = env_int("RATE_LIMIT_TOKEN_FAILURES", 20)
 RATE_LIMIT_TOKEN_PER_IP = env_int("RATE_LIMIT_TOKEN_PER_IP", 300)
+# Connect's form, disconnect and sign-in (OAuth start) requests, per client address (counted
+# before the session is checked) and per Connect session; failed sign-ins per (session,
+# username), so a password can't be guessed, nor sprayed over usernames, through this server.
+RATE_LIMIT_CONNECT_PER_IP = env_int("RATE_LIMIT_CONNECT_PER_IP", 300)
+RATE_LIMIT_CONNECT_PER_SESSION = env_int("RATE_LIMIT_CONNECT_PER_SESSION", 60)
+RATE_LIMIT_CONNECT_FAILURES = env_int("RATE_LIMIT_CONNECT_FAILURES", 5)
+# Connections made or removed per Human and hour: each sends a webhook, a new one starts a
+# history sync, so a reconnect loop must not flood either.
+RATE_LIMIT_CONNECT_CHANGES = env_int("RATE_LIMIT_CONNECT_CHANGES", 20)
+# Data API requests per Human and per Application (of all its Humans), counted once the access
+# token is known; and per Human, deep pages of lists filtered on createdAt/updatedAt computed
+# afresh (a new filter value, or data changed since), each a pass over the filtered list.
+RATE_LIMIT_DATA_PER_HUMAN = env_int("RATE_LIMIT_DATA_PER_HUMAN", 3000)
+RATE_LIMIT_DATA_PER_APP = env_int("RATE_LIMIT_DATA_PER_APP", 30000)
+RATE_LIMIT_DATA_LIST_PASSES = env_int("RATE_LIMIT_DATA_LIST_PASSES", 30)
+# Application API requests per Application, counted once the App Key is right.
+RATE_LIMIT_APP_API_PER_APP = env_int("RATE_LIMIT_APP_API_PER_APP", 6000)
+# Syncs asked for (POST /users/{humanId}/sync) per Human and per Application, per hour: each
+# spends provider quota that every tenant of this server shares.
+RATE_LIMIT_SYNC_PER_HUMAN = env_int("RATE_LIMIT_SYNC_PER_HUMAN", 12)
+RATE_LIMIT_SYNC_PER_APP = env_int("RATE_LIMIT_SYNC_PER_APP", 1200)
+# Changes a provider's notifications hand to the workers per connection and window, each a
+# fetch against the provider's budget; past it (a burst, or forged events where the provider
+# signs nothing) the connection's next sync is brought forward instead.
+RATE_LIMIT_PUSH_PER_CONNECTION = env_int("RATE_LIMIT_PUSH_PER_CONNECTION", 60)
 RATE_LIMIT_REDIS_URL = env_str("RATE_LIMIT_REDIS_URL", "")
 
 # Keys that encrypt provider credentials at rest: comma-separated Fernet keys, the first one
 # encrypts, all of them decrypt (rotation: put the new key first, run `manage.py rotate_keys`).
-# Empty: one key derived from SECRET_KEY.
+# Empty: one key derived from SECRET_KEY. Keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS
+# always decrypt too, so setting this list, or changing SECRET_KEY, loses nothing.
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
 # Slugs Connect offers (empty: every source that is configured; Demo only with DEMO_MODE=1
@@ -215,6 +281,12 @@ SOURCE_PRIORITY = env_list("SOURCE_PRIORITY", [])
 # Notify URLs that resolve to loopback, private or link-local addresses are refused unless set
 # (development and tests, where the receiver runs on this machine).
 ALLOW_PRIVATE_NOTIFY_URLS = env_bool("ALLOW_PRIVATE_NOTIFY_URLS", False)
+# Seconds one webhook delivery attempt may take in all (resolving, connecting, sending, reading
+# the whole answer); checked by a system check (data_api.checks).
+NOTIFY_TIMEOUT_SECONDS = env_str("NOTIFY_TIMEOUT_SECONDS", "3")
+# A webhook attempt handed to the broker is due for beat again this long after (seconds), should
+# its message be lost. Longer than an attempt takes (NOTIFY_TIMEOUT_SECONDS).
+NOTIFY_REQUEUE_AFTER = env_int("NOTIFY_REQUEUE_AFTER", 120, minimum=5)
 # Provider endpoints on plain http (an emulator, a local proxy) are refused unless this is set.
 ALLOW_HTTP_PROVIDERS = env_bool("ALLOW_HTTP_PROVIDERS", False)
 if ALLOW_HTTP_PROVIDERS:
@@ -260,9 +332,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
+# How often beat looks for due work (seconds): syncs, webhook attempts, and work whose broker
+# message was lost (a broker restarted without persistence); the database says what is due.
+BEAT_INTERVAL = env_int("BEAT_INTERVAL", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "enqueue-due-syncs": {"task": "sources.tasks.enqueue_due_syncs", "schedule": 60.0},
-    "enqueue-due-notifications": {"task": "data_api.tasks.enqueue_due_notifications", "schedule": 60.0},
+    "enqueue-due-syncs": {"task": "sources.tasks.enqueue_due_syncs", "schedule": float(BEAT_INTERVAL)},
+    "enqueue-due-notifications": {"task": "data_api.tasks.enqueue_due_notifications", "schedule": float(BEAT_INTERVAL)},
+    "fold-metrics": {"task": "humanapi_project.tasks.fold_metrics", "schedule": float(BEAT_INTERVAL)},
 }
 # Default interval between incremental syncs of one connection (seconds); per source:
 # SOURCE_<SLUG>_SYNC_INTERVAL.
@@ -271,28 +347,96 @@ SYNC_INTERVAL = env_int("SYNC_INTERVAL", 3600, minimum=60)
 # Provider calls: retries in place while the wait is short; longer waits reschedule the sync.
 PROVIDER_RETRY_ATTEMPTS = env_int("PROVIDER_RETRY_ATTEMPTS", 4, minimum=1)
 PROVIDER_RETRY_MAX_WAIT = env_int("PROVIDER_RETRY_MAX_WAIT", 20, minimum=0)
+# Percent of each window of a provider's rate budget kept for interactive work ("sync now", a
+# notification's fetch); backfills use the rest (sources.ratebudget). Checked: 0 to 90.
+PROVIDER_RATE_RESERVE = env_int("PROVIDER_RATE_RESERVE", 20, minimum=0)
 SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 12, minimum=0)
 # A sync renews its claim on its connection with every stored page; a claim not renewed for this
 # long (seconds) is taken over, so a crashed worker blocks a connection this long at most.
-SYNC_CLAIM_TIMEOUT = env_int("SYNC_CLAIM_TIMEOUT", 900, minimum=60)
+SYNC_CLAIM_TIMEOUT = env_int("SYNC_CLAIM_TIMEOUT", 900, minimum=10)
+# A sync handed to the broker (on connecting, on "sync now", by beat) counts as due again this
+# long after (seconds) unless a run has started, so a message the broker lost is sent again.
+SYNC_REQUEUE_AFTER = env_int("SYNC_REQUEUE_AFTER", 900, minimum=5)
+# Redis holds a message a worker took but never acknowledged (a worker killed mid-task) this long
+# (seconds) before another worker gets it. Longer than SYNC_CLAIM_TIMEOUT, so the sync it carries
+# finds the dead worker's claim stale and resumes from the stored cursor. Longer than the longest
+# task, or a task still running is started twice (the second waits on the claim, harmlessly).
+BROKER_VISIBILITY_TIMEOUT = env_int("BROKER_VISIBILITY_TIMEOUT", 3600, minimum=10)
+if BROKER_VISIBILITY_TIMEOUT <= SYNC_CLAIM_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"BROKER_VISIBILITY_TIMEOUT ({BROKER_VISIBILITY_TIMEOUT}) must be longer than SYNC_CLAIM_TIMEOUT "
+        f"({SYNC_CLAIM_TIMEOUT}): a sync redelivered from a killed worker would find its claim still held"
+    )
+if CELERY_BROKER_URL.split(":", 1)[0] in ("redis", "rediss", "redis+socket"):
+    # Each worker looks for such messages every 10 s (kombu's default would be every 100 s).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
 # First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
 # Retry-After is a floor.
 SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30, minimum=1)
 # A run in which some types failed (a 404, a 403, a provider down) syncs again this soon.
 SYNC_FAILED_TYPE_RETRY = env_int("SYNC_FAILED_TYPE_RETRY", 900, minimum=60)
 
+# Push notifications from providers (webhooks in, sources.push): with PUBLIC_BASE_URL set, the
+# server keeps each configured provider's subscription pointing at PUBLIC_BASE_URL/hooks/<slug>.
+PUSH_ENABLED = env_bool("PUSH_ENABLED", True)
+# While a source's notifications are healthy, polling is only a reconciliation, this often
+# (seconds) instead of SYNC_INTERVAL.
+PUSH_RECONCILE_INTERVAL = env_int("PUSH_RECONCILE_INTERVAL", 21600, minimum=60)
+# A signed notification older (or newer) than this many seconds is refused as a replay.
+PUSH_REPLAY_WINDOW = env_int("PUSH_REPLAY_WINDOW", 300, minimum=10)
+# How often beat checks the subscriptions at the providers (made, listed, renewed), seconds.
+PUSH_CHECK_INTERVAL = env_int("PUSH_CHECK_INTERVAL", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["maintain-push"] = {"task": "sources.tasks.maintain_push", "schedule": float(PUSH_CHECK_INTERVAL)}
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# "text" (the default), or "json": one JSON object a line, with one line per request (method,
+# path without its query string, status, duration, request id, client). A system check
+# refuses any other value.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").strip().lower()
+_LOG_FORMATTER = "json" if LOG_FORMAT == "json" else "plain"
+# A worker keeps the handlers below (JSON lines) instead of installing its own text ones.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+# The bearer token Prometheus sends for GET /metrics; empty: /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Every handler redacts secrets (token and secret query parameters, Authorization headers, token
+# fields of JSON bodies) from each record, whatever logger and level it comes from; Celery's
+# worker handlers get the same filter (humanapi_project.celery).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # requests-oauthlib and oauthlib log token request and response bodies at DEBUG, and urllib3
-    # every request line, with its query string (Humanity's access_token travels there).
+    "filters": {"redact_secrets": {"()": "humanapi_project.log_redaction.RedactSecrets"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "humanapi_project.logs.JsonFormatter"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": _LOG_FORMATTER, "filters": ["redact_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "django.server",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (console when DEBUG, mail_admins) are replaced: its records reach
+        # the root handler, redacted. runserver's request lines carry query strings (Connect tokens).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
+        # Token request and response bodies at DEBUG: redacted too, but never worth the risk.
         "requests_oauthlib": {"level": "WARNING"},
         "oauthlib": {"level": "WARNING"},
-        "urllib3": {"level": "INFO"},
+        # Request lines with their query strings (Humanity's access_token travels there), redacted.
+        "urllib3": {"level": LOG_LEVEL},
     },
 }

@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from connect.views import LegacyPublicTokensView, LegacyTokensView, TokenView
 from data_api.views import docs_view, schema_view
+from sources.hooks import hook
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("v1/schema", schema_view, name="schema"),
     path("docs", docs_view, name="docs"),
     path("v1/apps/<str:client_id>/", include("data_api.app_urls")),
+    path("hooks/<slug:slug>", hook, name="push-hook"),
 ]
 
 if settings.DEMO_MODE:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .http import ProviderHttp
 from .types import RECORD_TYPES
@@ -23,6 +23,21 @@ from .types import RECORD_TYPES
 # (`sources.checks`) refuse a malformed one at startup, naming it.
 URL_SETTINGS = ("AUTHORIZE_URL", "TOKEN_URL", "API_URL")
 INTEGER_SETTINGS = {"HISTORY_DAYS": 1, "LOOKBACK_DAYS": 0, "SYNC_INTERVAL": 60, "PER_PAGE": 1}
+# Rate limits (`count/seconds[/rolling]`, comma-separated, or `off`) overriding the plugin's own.
+RATE_LIMIT_SETTINGS = ("RATE_LIMITS", "USER_RATE_LIMITS")
+
+
+class RateLimit(NamedTuple):
+    """At most `requests` per window of `seconds`: a fixed window aligned to UTC (the multiples
+    of `seconds` since the epoch: Strava's quarter hours and midnight), or a rolling one (any
+    `seconds` in a row). See `sources.ratebudget`."""
+
+    requests: int
+    seconds: int
+    rolling: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.seconds}" + ("/rolling" if self.rolling else "")
 
 
 class AuthKind(enum.StrEnum):
@@ -108,6 +123,9 @@ class RawPage:
     window: Window | None = None
     context: dict[str, Any] = field(default_factory=dict)
     unreadable: list[Unreadable] = field(default_factory=list)
+    # (record type, external id) of stored records the provider says no longer exist (the
+    # object a notification named, gone when fetched): the engine deletes them after the page.
+    gone: list[tuple[str, str]] = field(default_factory=list)
 
     def skipped(self, reason: str, *, type: str | None = None, count: int = 1) -> None:
         """`count` items of record type `type` could not be read and are left out; the engine
@@ -139,6 +157,73 @@ class SyncContext:
     now: datetime
     http: ProviderHttp
     settings: Mapping[str, str]
+    # "interactive" ("sync now", a notification's fetch: may use the rate budget's reserve) or
+    # "backfill" (history and scheduled syncs); see `sources.ratebudget`.
+    priority: str = "backfill"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a provider's notification says changed for one of its users: the provider's kind of
+    object (Strava `activity`, Oura `sleep`), its id where the notification names one, and what
+    happened (`create`, `update`, `delete`, or `deauthorize`: the user withdrew access). Only a
+    pointer: the plugin fetches the object itself and never trusts more of the notification."""
+
+    kind: str
+    object_id: str = ""
+    operation: str = "update"
+
+    def as_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "object_id": self.object_id, "operation": self.operation}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Change:
+        return cls(str(raw.get("kind", "")), str(raw.get("object_id", "")), str(raw.get("operation", "update")))
+
+
+DEAUTHORIZE = "deauthorize"
+SUBSCRIBE = "subscribe"  # (per-user sources) make this connection's subscriptions at the provider
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One change a notification announces, for the provider's user `owner` (the connection's
+    `external_user_id`)."""
+
+    owner: str
+    change: Change
+
+
+@dataclass(frozen=True)
+class PushBatch:
+    """A notification request, authenticated and read. `key` identifies the delivery (the same
+    key again is a replay or a retry of one already taken); `subscription` is the provider's
+    subscription id where the request names it."""
+
+    notices: list[Notice]
+    key: str
+    subscription: str = ""
+    # A verification request the provider sends as a POST (Google Health): answered 201 once
+    # authenticated, nothing else done.
+    verification: bool = False
+
+
+class PushTopic(NamedTuple):
+    """One subscription a source keeps at its provider for the whole application (Strava: one
+    for everything; Oura: one per data type and event), and the record types it announces."""
+
+    key: str
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """A subscription as the provider lists or returns it."""
+
+    provider_id: str
+    callback_url: str = ""
+    topic: str = ""  # the PushTopic key, where the provider says
+    expires_at: datetime | None = None
 
 
 class SourcePlugin:
@@ -157,6 +242,13 @@ class SourcePlugin:
     supports_pkce: ClassVar[bool] = False
     # This source's own integer settings (key -> minimum), beside the common INTEGER_SETTINGS.
     integer_settings: ClassVar[dict[str, int]] = {}
+    # The provider's documented request limits (`sources.ratebudget`): per application (shared by
+    # every connection through one client id, whatever the tenant) and per provider user.
+    # SOURCE_<SLUG>_RATE_LIMITS and SOURCE_<SLUG>_USER_RATE_LIMITS override them.
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
+    user_rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
+    # Which budget a 429 (or the provider's own "too many requests") empties: "app" or "user".
+    rate_limit_scope: ClassVar[str] = "app"
 
     def __init__(self, settings: Mapping[str, str]) -> None:
         # This source's SOURCE_<SLUG>_<KEY> settings, keys without the prefix.
@@ -170,7 +262,17 @@ class SourcePlugin:
         (`sources.checks`), so here it only falls back to the default."""
         raw = self.setting(key).strip()
         minimum = {**INTEGER_SETTINGS, **self.integer_settings}.get(key, 0)
-        return int(raw) if raw.isdigit() and int(raw) >= minimum else default
+        return int(raw) if raw.isascii() and raw.isdigit() and int(raw) >= minimum else default
+
+    def budget_client_id(self, credentials: Mapping[str, Any], app_config: Mapping[str, str]) -> str:
+        """The client id whose limits a connection spends: the one it was authorized with (an
+        Application may bring its own provider credentials), else the server's."""
+        return str(credentials.get("client_id") or app_config.get("client_id") or self.setting("CLIENT_ID"))
+
+    def rate_usage(self, response: Any) -> list[tuple[int, int | None]]:
+        """What the provider says of the application's use of its limits in an answer's headers,
+        as (requests used, limit) per window, shortest window first; [] where it says nothing."""
+        return []
 
     @property
     def api_url(self) -> str:
@@ -222,6 +324,61 @@ class SourcePlugin:
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
         raise NotImplementedError
 
+    # --- push notifications (webhooks in) ----------------------------------------------------
+    # The subscriptions this source keeps at its provider; none: the source is only polled.
+    push_topics: ClassVar[tuple[PushTopic, ...]] = ()
+    # Subscriptions made per user with the user's token (Withings), not per application: the
+    # callback URL then carries a secret of this server's (`?token=`), the provider signing nothing.
+    push_per_user: ClassVar[bool] = False
+    # The subscription is made by the operator at the provider (Google Health's subscribers take
+    # a Cloud service account this server doesn't hold): the server only answers it.
+    push_by_operator: ClassVar[bool] = False
+
+    def push_configured(self) -> bool:
+        """Whether this source takes notifications here (e.g. its push secret is set)."""
+        return bool(self.push_topics)
+
+    def push_list(self, http: ProviderHttp) -> list[Subscribed]:
+        """The application's subscriptions at the provider."""
+        raise NotImplementedError
+
+    def push_subscribe(
+        self, topic: PushTopic, *, callback_url: str, verify_token: str, http: ProviderHttp
+    ) -> Subscribed:
+        """Create one; the provider checks `callback_url` with `verify_token` before it answers.
+        Raise `PushUnsupported` if the provider does not offer the topic."""
+        raise NotImplementedError
+
+    def push_renew(self, provider_id: str, http: ProviderHttp) -> datetime | None:
+        """Push back a subscription's expiry; returns the new one (None: it never expires)."""
+        return None
+
+    def push_unsubscribe(self, provider_id: str, http: ProviderHttp) -> None:
+        raise NotImplementedError
+
+    def push_subscribe_user(self, ctx: SyncContext, callback_url: str) -> None:
+        """(push_per_user) Subscribe `callback_url` to every kind of change of this user."""
+        raise NotImplementedError
+
+    def push_challenge(self, query: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+        """A verification request's (verify token, JSON to answer), or None if `query` is not one."""
+        return None
+
+    def push_read(self, *, headers: Mapping[str, str], body: bytes, now: datetime, max_age: int) -> PushBatch:
+        """Authenticate and read a notification. Raise `PushRefused` for one that is forged,
+        unsigned where the provider signs, older than `max_age` seconds, or malformed."""
+        raise NotImplementedError
+
+    def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
+        """Raw pages of what `change` names, fetched afresh (a page's `gone` lists what no longer
+        exists). Pages without a window: one object proves nothing about the others."""
+        raise NotImplementedError
+
+    def authorized(self, ctx: SyncContext) -> bool:
+        """Whether the provider still accepts the connection's credentials (asked when a
+        notification says the user withdrew access: it is believed only if the provider agrees)."""
+        return True
+
 
 # A token lifetime past this is not believed (and would overflow a datetime if absurd enough).
 MAX_TOKEN_LIFETIME = timedelta(days=3660)
@@ -244,7 +401,9 @@ def _seconds(value: Any) -> float | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        value = float(text) if text.replace(".", "", 1).isdigit() and len(text) <= 20 else None
+        # ASCII digits only: str.isdigit() also admits "²", which float() refuses.
+        plain = text.isascii() and text.replace(".", "", 1).isdigit() and len(text) <= 20
+        value = float(text) if plain else None
     if isinstance(value, int | float) and value == value and abs(value) < 1e15:  # not NaN, not absurd
         return float(value)
     return None
@@ -270,10 +429,27 @@ class TokenRejected(SourceError):
     """The provider refused the access token (HTTP 401, Humanity status 3): refresh and retry."""
 
 
+class PushRefused(SourceError):
+    """A notification or verification request that must change nothing; `status` is the answer."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PushUnsupported(SourceError):
+    """The provider does not offer this subscription (e.g. a data type it sends no events for)."""
+
+
 class RateLimited(SourceError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BudgetSpent(RateLimited):
+    """The shared rate budget has no room for this call before `retry_after` seconds: nothing was
+    sent, and the sync waits for the budget (not a failure)."""
 
 
 class TransientError(SourceError):

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import INTEGER_SETTINGS, URL_SETTINGS
+from .base import INTEGER_SETTINGS, RATE_LIMIT_SETTINGS, URL_SETTINGS
+from .ratebudget import parse_limits
 from .registry import plugin_classes, source_settings
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
@@ -29,19 +30,47 @@ def check_source_settings(app_configs: Sequence[Any] | None = None, **kwargs: An
                 errors.extend(_url_errors(f"SOURCE_{slug.upper()}_{key}", values[key]))
         for key, minimum in {**INTEGER_SETTINGS, **cls.integer_settings}.items():
             raw = values.get(key, "")
-            if raw and not (raw.strip().isdigit() and int(raw) >= minimum):
+            if raw and not (raw.strip().isascii() and raw.strip().isdigit() and int(raw) >= minimum):
                 name = f"SOURCE_{slug.upper()}_{key}"
                 errors.append(_error(f"{name} must be a whole number of at least {minimum}, got {raw!r}", "E002"))
+        for key in RATE_LIMIT_SETTINGS:
+            try:
+                parse_limits((values.get(key) or "").strip() or "off")
+            except ValueError as exc:
+                name = f"SOURCE_{slug.upper()}_{key}"
+                errors.append(_error(f"{name} must be count/seconds[/rolling], comma-separated, or off: {exc}", "E007"))
         try:
             plugin = cls(values)
             plugin.check_settings()
         except ImproperlyConfigured as exc:
             errors.append(_error(str(exc), "E003"))
+    if not 0 <= settings.PROVIDER_RATE_RESERVE <= 90:
+        reserve = settings.PROVIDER_RATE_RESERVE
+        errors.append(_error(f"PROVIDER_RATE_RESERVE must be a percent from 0 to 90, got {reserve}"))
     for name in ("SOURCES_ENABLED", "SOURCE_PRIORITY"):
         unknown = [slug for slug in getattr(settings, name) if slug not in installed]
         if unknown:
             errors.append(_error(f"{name} names unknown sources: {', '.join(unknown)} (known: {', '.join(installed)})"))
     return errors
+
+
+@checks.register("sources")
+def check_public_base_url(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """PUBLIC_BASE_URL is where providers call back (OAuth redirects, /hooks/<slug>): an http(s)
+    origin, optionally with a path prefix, without credentials, query or fragment."""
+    value = settings.PUBLIC_BASE_URL
+    if not value:
+        return []
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.match(parts.netloc.split(":")[0]):
+        return [_error(f"PUBLIC_BASE_URL is not an http(s) URL: {value!r}", "E006")]
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return [_error(f"PUBLIC_BASE_URL has a malformed port: {value!r}", "E006")]
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return [_error("PUBLIC_BASE_URL must be an origin and path only (no credentials, query or fragment)", "E006")]
+    return []
 
 
 def _url_errors(name: str, value: str) -> list[checks.CheckMessage]:
@@ -72,6 +101,6 @@ def _error(message: str, code: str = "E005") -> checks.Error:
 def refuse_to_start_on_errors() -> None:
     """For processes that don't run Django's checks themselves (gunicorn, Celery workers): stop
     with the settings' names rather than serve, or sync, with a broken configuration."""
-    found = [m for m in checks.run_checks(tags=["sources"]) if m.is_serious()]
+    found = [m for m in checks.run_checks(tags=["sources", "notifications", "humanapi", "ratelimit"]) if m.is_serious()]
     if found:
         raise ImproperlyConfigured("; ".join(str(m.msg) for m in found))

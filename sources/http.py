@@ -10,10 +10,13 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from .ratebudget import Gate
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
 # Failures of transport that another try may not meet: timeouts, refused or reset connections,
@@ -37,7 +40,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also admits "²", which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -49,7 +52,9 @@ def parse_retry_after(value: str | None) -> float | None:
 class ProviderHttp:
     """Retries rate limits and transient failures in place, with backoff, while the wait is
     short (`PROVIDER_RETRY_ATTEMPTS`, `PROVIDER_RETRY_MAX_WAIT`); past that the error reaches
-    the engine, which reschedules the sync and resumes from its stored cursor."""
+    the engine, which reschedules the sync and resumes from its stored cursor. With a `gate`
+    (set by the engine for a run), every call is first taken from the provider application's
+    shared rate budget, and every answer corrects it (`sources.ratebudget`)."""
 
     def __init__(
         self,
@@ -64,6 +69,8 @@ class ProviderHttp:
         self.attempts = settings.PROVIDER_RETRY_ATTEMPTS
         self.max_wait = float(settings.PROVIDER_RETRY_MAX_WAIT)
         self.retries = 0  # how many times this client waited and tried again
+        self.gate: Gate | None = None
+        self.priority = "backfill"  # of the run using this client (sources.models.SyncPriority)
 
     def request(
         self,
@@ -79,6 +86,7 @@ class ProviderHttp:
 
         attempt = 0
         while True:
+            self._take_budget()
             try:
                 response = self._send(method, url, **kwargs)
                 if inspect is not None:
@@ -86,6 +94,9 @@ class ProviderHttp:
                 return response
             except (RateLimited, TransientError) as exc:
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                if isinstance(exc, RateLimited) and self.gate is not None:
+                    # The application's budget is empty for everyone until the provider's reset.
+                    exc.retry_after = retry_after = self.gate.refused(retry_after)
                 delay = backoff_delay(attempt, retry_after=retry_after)
                 attempt += 1
                 if attempt >= self.attempts or delay > self.max_wait:
@@ -93,6 +104,24 @@ class ProviderHttp:
                 log.info("retrying %s %s in %.1fs: %s", method, _safe(url), delay, exc)
                 self.retries += 1
                 self.sleep(delay)
+                if isinstance(exc, RateLimited) and self.gate is not None:
+                    self.gate.waited_out()
+
+    def _take_budget(self) -> None:
+        """Take this call from the shared budget. A backfill never waits for it in place (the
+        engine reschedules it, freeing the worker); interactive work does while the wait is short."""
+        from .base import BudgetSpent
+
+        if self.gate is None:
+            return
+        for _ in range(self.attempts):
+            wait = self.gate.take()
+            if wait <= 0:
+                return
+            if not self.gate.interactive or wait > self.max_wait:
+                break
+            self.sleep(wait)
+        raise BudgetSpent(f"{self.gate.name}'s rate budget is spent for now; it frees in {wait:.0f}s", wait)
 
     def _send(
         self,
@@ -125,6 +154,8 @@ class ProviderHttp:
             raise TransientError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
         except requests.RequestException as exc:  # an invalid URL, too many redirects: retrying won't help
             raise PermanentError(f"{method} {_safe(url)}: {type(exc).__name__}") from None
+        if self.gate is not None:
+            self.gate.observe(response)
         status = response.status_code
         if not allow_redirects and 300 <= status < 400:
             # A source that must not be led elsewhere (a user-given host checked against an

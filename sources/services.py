@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Least
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -17,7 +20,7 @@ from data_api.notifications import notify_connection_event
 
 from .base import AuthKind, Credentials
 from .http import ProviderHttp
-from .models import Connection, ConnectionStatus
+from .models import Connection, ConnectionStatus, SyncPriority
 from .registry import enabled_plugins
 
 log = logging.getLogger(__name__)
@@ -44,14 +47,16 @@ def connection_authorize_form(
     return connection_store(human=human, slug=slug, credentials=credentials, request=request)
 
 
-def enqueue_sync(connection_id: str) -> None:
+def enqueue_sync(connection_id: str, priority: str = SyncPriority.BACKFILL) -> None:
     """Hand a sync to the workers. Runs after commit, so the request has already succeeded: a
     broker that can't be reached is logged, not raised; beat picks the connection up when its
-    `next_sync_at` comes (connection_store sets it 15 minutes ahead)."""
+    `next_sync_at` comes (SYNC_REQUEUE_AFTER ahead). The connection waits from
+    now until a run starts (the queue's lag, in /metrics)."""
     from .tasks import sync_connection
 
+    Connection.objects.filter(pk=connection_id, sync_queued_at__isnull=True).update(sync_queued_at=timezone.now())
     try:
-        sync_connection.delay(connection_id)
+        sync_connection.delay(connection_id, priority)
     except Exception:
         log.warning("could not enqueue a sync of connection %s; beat will", connection_id, exc_info=True)
 
@@ -85,8 +90,9 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         connection.sync_claim, connection.sync_claimed_at = "", None
         connection.external_user_id = credentials.external_user_id
         connection.set_credentials(credentials.data, credentials.expires_at)
-        # The history sync is enqueued below; should that message be lost, beat picks it up.
-        connection.next_sync_at = now + timedelta(minutes=15)
+        # The history sync is enqueued below; should that message be lost, beat sends it again.
+        connection.next_sync_at = now + timedelta(seconds=settings.SYNC_REQUEUE_AFTER)
+        connection.sync_queued_at = now  # a wait left from an earlier authorization is over
         connection.save()
         audit_connection("connection.connected", connection, Actor.END_USER, request, reconnect=not created)
         transaction.on_commit(lambda: enqueue_sync(connection.pk))
@@ -94,8 +100,9 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
     return connection
 
 
-def connection_disconnect(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
-    """Stop syncing and forget the provider credentials. Records already stored stay."""
+def connection_disconnect(*, connection: Connection, actor: str, request: HttpRequest | None, **details: Any) -> None:
+    """Stop syncing and forget the provider credentials. Records already stored stay. `details`
+    go to the audit entry (e.g. why the system disconnected it)."""
     with transaction.atomic():
         Connection.objects.filter(pk=connection.pk).update(
             status=ConnectionStatus.DISCONNECTED,
@@ -103,14 +110,21 @@ def connection_disconnect(*, connection: Connection, actor: str, request: HttpRe
             token_expires_at=None,
             next_sync_at=None,
             sync_requested=False,
+            sync_queued_at=None,
             sync_claim="",  # a running sync stops at its next page
             sync_claimed_at=None,
         )
-        audit_connection("connection.disconnected", connection, actor, request)
+        audit_connection("connection.disconnected", connection, actor, request, **details)
         transaction.on_commit(lambda: notify_connection_event(connection, "source.disconnected"))
     connection.status = ConnectionStatus.DISCONNECTED
 
 
 def connection_request_sync(*, connection: Connection, actor: str, request: HttpRequest | None) -> None:
+    """ "Sync now": enqueued after commit, and due for beat soon after, should the message be lost.
+    Someone waits for it: it may use the reserved share of the provider's rate budget."""
     audit_connection("connection.resync", connection, actor, request)
-    transaction.on_commit(lambda: enqueue_sync(connection.pk))
+    due = timezone.now() + timedelta(seconds=settings.SYNC_REQUEUE_AFTER)
+    Connection.objects.filter(pk=connection.pk, status=ConnectionStatus.ACTIVE).update(
+        next_sync_at=Least(Coalesce(F("next_sync_at"), Value(due)), Value(due))
+    )
+    transaction.on_commit(lambda: enqueue_sync(connection.pk, SyncPriority.INTERACTIVE))

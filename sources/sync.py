@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
@@ -23,6 +25,7 @@ from django.utils import timezone
 from data_api.notifications import notify_connection_event, notify_data_updated
 
 from .base import (
+    BudgetSpent,
     Collection,
     PermanentError,
     RateLimited,
@@ -34,7 +37,8 @@ from .base import (
     Window,
 )
 from .http import ProviderHttp
-from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncRun
+from .models import Connection, ConnectionStatus, SyncKind, SyncOutcome, SyncPriority, SyncRun, push_healthy
+from .ratebudget import budget_gate
 from .registry import get_plugin, source_settings
 from .types import RECORD_TYPES
 from .upsert import TypeCounts, count_in_window, delete_missing, refresh_statistics, stored_id, upsert_records
@@ -53,11 +57,13 @@ class TokenEndpointUnavailable(TransientError):
 
 
 class RetryLater(Exception):
-    """The provider asked us to wait (or failed transiently); the fetched pages are stored."""
+    """The provider asked us to wait (or failed transiently); the fetched pages are stored.
+    `waiting`: the provider's shared rate budget is spent for now, which is no failure."""
 
-    def __init__(self, message: str, retry_after: float | None) -> None:
+    def __init__(self, message: str, retry_after: float | None, *, waiting: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.waiting = waiting
 
 
 @dataclass
@@ -139,7 +145,7 @@ def claim_sync(connection_id: str) -> str | None:
     taken = (
         Connection.objects.filter(pk=connection_id, status=ConnectionStatus.ACTIVE)
         .filter(Q(sync_claimed_at__isnull=True) | Q(sync_claimed_at__lt=stale))
-        .update(sync_claimed_at=now, sync_claim=claim, sync_requested=False)
+        .update(sync_claimed_at=now, sync_claim=claim, sync_requested=False, sync_queued_at=None)
     )
     if taken:
         # Whoever held the claim before is gone (claims are exclusive): a run it left
@@ -156,7 +162,7 @@ def release_sync(connection_id: str, claim: str) -> bool:
     """Give the claim back. True if another run was requested meanwhile (the caller keeps the
     claim and runs again)."""
     again = Connection.objects.filter(pk=connection_id, sync_claim=claim, sync_requested=True).update(
-        sync_requested=False
+        sync_requested=False, sync_queued_at=None
     )
     if again:
         return True
@@ -179,12 +185,17 @@ def fresh_credentials(
     """Credentials fit to use: refreshed when near expiry, or when the provider rejected
     `rejected_token`. Refreshes of one connection are serialized by a row lock; whoever waits
     finds the new token and uses it rather than refreshing again (a rotated refresh token can
-    be spent only once)."""
+    be spent only once). The lock is taken only while the run still holds the connection's
+    claim and it is active, and a refusal is marked under it: a user who disconnected first
+    stops the run (SyncCancelled), one who disconnects meanwhile waits for the lock and wins;
+    either way no credentials are written back and the connection stays disconnected."""
     if rejected_token is None and not connection.needs_refresh():
         return connection.credentials
     refused: RefreshRefused | None = None
     with transaction.atomic():
-        locked = Connection.objects.select_for_update().get(pk=connection.pk)
+        locked = _claimed(connection).select_for_update().first()
+        if locked is None:
+            raise SyncCancelled(CANCELLED)
         current = locked.credentials
         if (rejected_token is None and not locked.needs_refresh()) or (
             rejected_token is not None and current.get("access_token") != rejected_token
@@ -197,6 +208,7 @@ def fresh_credentials(
             except RefreshRefused as exc:
                 refused = exc
                 result = {}
+                mark_reauth_required(connection, str(exc))
             else:
                 locked.set_credentials(renewed.data, renewed.expires_at)
                 locked.save(update_fields=["credentials_sealed", "token_expires_at", "updated_at"])
@@ -204,27 +216,44 @@ def fresh_credentials(
         connection.credentials_sealed = locked.credentials_sealed
         connection.token_expires_at = locked.token_expires_at
     if refused is not None:
-        mark_reauth_required(connection, str(refused))
         raise refused
     return result
 
 
-def mark_reauth_required(connection: Connection, reason: str) -> None:
+def mark_reauth_required(connection: Connection, reason: str) -> bool:
+    """An active connection whose refresh was refused needs the user again. One that is no
+    longer active (disconnected) is left as it is. True if it changed."""
     from .services import audit_connection
 
-    Connection.objects.filter(pk=connection.pk).update(status=ConnectionStatus.REAUTH_REQUIRED)
+    if not Connection.objects.filter(pk=connection.pk, status=ConnectionStatus.ACTIVE).update(
+        status=ConnectionStatus.REAUTH_REQUIRED
+    ):
+        return False
     connection.status = ConnectionStatus.REAUTH_REQUIRED
     audit_connection("connection.reauth_required", connection, "system", None, reason=reason)
     notify_connection_event(connection, "source.reauth_required")
+    return True
 
 
 # --- the run -------------------------------------------------------------------------------
 
 
-def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> SyncRun | None:
+# A run of one change a provider announced (sources.push), in place of fetching every collection.
+Targeted = Callable[[Connection, SourcePlugin, ProviderHttp, "RunTotals"], None]
+
+
+def connection_sync(
+    *,
+    connection_id: str,
+    http: ProviderHttp | None = None,
+    targeted: Targeted | None = None,
+    priority: str = SyncPriority.BACKFILL,
+) -> SyncRun | None:
     """Sync one connection now. Returns the last run, or None if another sync holds the claim
     (that sync will run once more when it finishes). Raises RetryLater when the provider asks
-    to wait; pages stored so far stay stored and the next run resumes from the cursor."""
+    to wait, or its rate budget is spent for `priority` (sources.ratebudget); pages stored so far
+    stay stored and the next run resumes from the cursor.
+    `targeted`: a push run first (SyncKind.PUSH, interactive); a sync asked for meanwhile runs after it."""
     claim = claim_sync(connection_id)
     if claim is None:
         return None
@@ -234,7 +263,7 @@ def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> 
             connection = Connection.objects.select_related("human__application").get(pk=connection_id)
             if not connection.is_active:
                 break
-            run = _run(connection, http or ProviderHttp())
+            run, targeted = _run(connection, http or ProviderHttp(), targeted, priority), None
             finished = run.outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL)
             if not finished or not release_sync(connection_id, claim):
                 break
@@ -243,16 +272,31 @@ def connection_sync(*, connection_id: str, http: ProviderHttp | None = None) -> 
     return run
 
 
-def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
+def _run(
+    connection: Connection, http: ProviderHttp, targeted: Targeted | None = None, priority: str = SyncPriority.BACKFILL
+) -> SyncRun:
     plugin = get_plugin(connection.source)
     history = connection.history_synced_at is None
-    run = SyncRun.objects.create(connection=connection, kind=SyncKind.HISTORY if history else SyncKind.INCREMENTAL)
+    kind = SyncKind.PUSH if targeted else SyncKind.HISTORY if history else SyncKind.INCREMENTAL
+    priority = SyncPriority.INTERACTIVE if targeted else priority  # someone waits for a notified change
+    http.priority = priority
+    http.gate = budget_gate(connection, plugin, priority) if plugin is not None else None
+    if http.gate is not None:
+        # A spent budget is waited for before a run is even recorded: connections waiting for
+        # their application's next window cost a look at its budget, nothing more.
+        wait = http.gate.wait()
+        if wait > 0 and (priority == SyncPriority.BACKFILL or wait > settings.PROVIDER_RETRY_MAX_WAIT):
+            raise RetryLater(f"{plugin.name if plugin else ''}'s rate budget is spent for now", wait, waiting=True)
+    run = SyncRun.objects.create(connection=connection, kind=kind, priority=priority)
     totals = RunTotals()
-    outcome, error, retry_after = SyncOutcome.SUCCEEDED, "", None
+    outcome, error, retry_after, waiting = SyncOutcome.SUCCEEDED, "", None, False
     try:
         if plugin is None:
             raise PermanentError(f"source {connection.source!r} is not installed")
-        _fetch_and_store(connection, plugin, http, history, totals, run)
+        if targeted is not None:
+            targeted(connection, plugin, http, totals)
+        else:
+            _fetch_and_store(connection, plugin, http, history, totals, run)
         outcome, error = _judge(totals)
     except SyncCancelled as exc:
         outcome, error = SyncOutcome.CANCELLED, str(exc)
@@ -261,8 +305,16 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     except (RateLimited, TransientError) as exc:
         outcome, error = SyncOutcome.RETRYING, str(exc)
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        waiting = isinstance(exc, BudgetSpent)
     except (PermanentError, TokenRejected) as exc:
         outcome, error = SyncOutcome.FAILED, str(exc)
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away mid-run (a restart, a failover, a killed backend): the page it
+        # was writing rolled back with its cursor, so the run is tried again from the cursor on
+        # a new connection.
+        log.warning("sync of connection %s lost its database connection: %s", connection.pk, type(exc).__name__)
+        db.close()
+        outcome, error = SyncOutcome.RETRYING, f"database connection lost ({type(exc).__name__})"
     except Exception as exc:
         log.exception("sync of connection %s failed", connection.pk)
         outcome, error = SyncOutcome.FAILED, f"internal error: {type(exc).__name__}"
@@ -273,8 +325,10 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     run.save(update_fields=["outcome", "error", "finished_at", "counts", "pages", "unreadable", "failures"])
     if totals.unreadable_by_type or totals.failures:
         log.warning("sync of connection %s (%s) was partial: %s", connection.pk, connection.source, totals.details())
-    if outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL):
+    if outcome in (SyncOutcome.SUCCEEDED, SyncOutcome.PARTIAL) and targeted is None:  # a push run keeps the schedule
         interval = (plugin.sync_interval if plugin else None) or _interval(connection.source)
+        if plugin is not None and push_healthy(plugin.slug, plugin.push_topics, plugin.data_types, now):
+            interval = max(interval, settings.PUSH_RECONCILE_INTERVAL)  # polling only reconciles
         if totals.failures:  # the failed types are tried again sooner than the schedule
             interval = min(interval, settings.SYNC_FAILED_TYPE_RETRY)
         updates: dict[str, Any] = {"last_synced_at": now, "next_sync_at": now + timedelta(seconds=interval)}
@@ -289,7 +343,7 @@ def _run(connection: Connection, http: ProviderHttp) -> SyncRun:
     if outcome == SyncOutcome.FAILED:
         notify_connection_event(connection, "sync.failed", error=error)
     if outcome == SyncOutcome.RETRYING:
-        raise RetryLater(error, retry_after)
+        raise RetryLater(error, retry_after, waiting=waiting)
     return run
 
 
@@ -316,7 +370,7 @@ def _claimed(connection: Connection) -> QuerySet[Connection]:
 
 def _interval(slug: str) -> int:
     raw = source_settings(slug).get("SYNC_INTERVAL", "")
-    return int(raw) if raw.isdigit() and int(raw) >= 60 else settings.SYNC_INTERVAL
+    return int(raw) if raw.isascii() and raw.isdigit() and int(raw) >= 60 else settings.SYNC_INTERVAL
 
 
 def _fetch_and_store(
@@ -361,6 +415,7 @@ def _context(
         now=timezone.now(),
         http=http,
         settings=plugin.settings,
+        priority=http.priority,
     )
 
 

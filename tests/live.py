@@ -4,7 +4,9 @@ writes must be committed for the processes to see them)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,9 +80,13 @@ def stack_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool = True) -> LiveStack:
+def start_stack(
+    tmp: Path, extra_env: dict[str, str] | None = None, worker: bool = True, port: int | None = None
+) -> LiveStack:
+    """`port`: where the web server listens (a test that must name it beforehand, e.g. in
+    PUBLIC_BASE_URL, picks it with `free_port`)."""
     env = stack_env(extra_env)
-    port = free_port()
+    port = port or free_port()
     stack = LiveStack(base_url=f"http://127.0.0.1:{port}", env=env)
     web_log, worker_log = tmp / "web.log", tmp / "worker.log"
     stack.logs = [web_log, worker_log]
@@ -108,32 +114,11 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool
         )
     )
     if worker:
-        stack.processes.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "celery"),
-                    "-A",
-                    "humanapi_project",
-                    "worker",
-                    "-Q",
-                    f"{env['CELERY_TASK_DEFAULT_QUEUE']},{env['CELERY_TASK_DEFAULT_QUEUE']}-notify",
-                    "--concurrency",
-                    "2",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=worker_log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
+        stack.processes.append(_worker_process(stack, worker_log))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(stack.url("/connect/"), timeout=1)
+            requests.get(stack.url("/connect/"), timeout=1, allow_redirects=False)  # SECURE_SSL_REDIRECT may be on
             break
         except (requests.ConnectionError, requests.Timeout):  # bound but still booting
             time.sleep(0.2)
@@ -145,12 +130,59 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, worker: bool
     return stack
 
 
-def _wait_for_worker(stack: LiveStack) -> None:
+def _worker_process(stack: LiveStack, log: Path) -> subprocess.Popen[bytes]:
+    queue = stack.env["CELERY_TASK_DEFAULT_QUEUE"]
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "humanapi_project",
+            "worker",
+            "-Q",
+            f"{queue},{queue}-notify",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=stack.env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def start_worker(stack: LiveStack, log: Path) -> subprocess.Popen[bytes]:
+    """One more Celery worker of the stack (a restarted one, or a second), ready when returned."""
+    process = _worker_process(stack, log)
+    stack.processes.append(process)
+    stack.logs.append(log)
+    _wait_for_worker(stack, process, log)
+    return process
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and its children at once, as a lost machine would stop them."""
+    pids = [process.pid]
+    for pid in pids:  # grows while walked: children, grandchildren
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids.extend(int(child) for child in children)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def _wait_for_worker(stack: LiveStack, process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    process = process or stack.processes[1]
+    log = log or stack.logs[1]
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
-        if "ready." in stack.logs[1].read_text(errors="replace"):
+        if "ready." in log.read_text(errors="replace"):
             return
-        if stack.processes[1].poll() is not None:
+        if process.poll() is not None:
             break
         time.sleep(0.3)
     stop_stack(stack)
@@ -159,7 +191,8 @@ def _wait_for_worker(stack: LiveStack) -> None:
 
 def stop_stack(stack: LiveStack) -> None:
     for process in stack.processes:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
     for process in stack.processes:
         try:
             process.wait(timeout=15)

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from connect.models import Token, TokenKind
+from connect.models import Human, Token, TokenKind
 from tests.conftest import Persona
 
 HTML_ERROR_PAGES = ("/connect/oauth/callback", "/connect/oauth/")  # shown to a person in the popup
@@ -120,3 +120,84 @@ def test_it_refuses_deeply_nested_json_with_a_400(path: str, db: None) -> None:
     response = Client(raise_request_exception=False).post(path, body, content_type="application/json")
     assert 400 <= response.status_code < 500, response.content[:200]
     assert response.json()["statusCode"] == response.status_code
+
+
+def test_it_refuses_a_value_of_the_wrong_type_where_the_schema_says_text(alice: Persona) -> None:
+    """DRF's CharField would take `true` as "True" and `1.5` as "1.5": bodies the published
+    schema refuses, which change nothing."""
+    app = alice.app
+    client = Client()
+    basic = "Basic " + base64.b64encode(f"{app.app_key}:".encode()).decode()
+    token = {
+        "client_id": app.application.client_id,
+        "client_secret": app.client_secret,
+        "type": "session",
+        "client_user_email": "n@example.com",
+    }
+    calls = [
+        (f"/v1/apps/{app.application.client_id}/users", {"externalId": True}, basic, "externalId"),
+        (f"/v1/apps/{app.application.client_id}/users", {"externalId": 1.5}, basic, "externalId"),
+        ("/v1/connect/token", {**token, "client_user_id": {"id": 1}}, "", "client_user_id"),
+        ("/v1/connect/token", {**token, "client_user_id": False}, "", "client_user_id"),
+        ("/v1/connect/publictokens", {"humanId": 1, "clientId": "x", "clientSecret": "y"}, "", "humanId"),
+    ]
+    before = Human.objects.count()
+    for path, body, auth, key in calls:
+        response = client.post(path, body, content_type="application/json", HTTP_AUTHORIZATION=auth)
+        assert response.status_code == 400, (path, response.content)
+        assert response.json()["validation"]["keys"] == [key]
+    assert Human.objects.count() == before
+
+
+def test_a_numeric_user_id_is_the_same_user_as_its_text(alice: Persona) -> None:
+    """Apps often send their own numeric ids as JSON numbers: 12345 and "12345" are one user."""
+    app = alice.app
+    basic = "Basic " + base64.b64encode(f"{app.app_key}:".encode()).decode()
+    token = {
+        "client_id": app.application.client_id,
+        "client_secret": app.client_secret,
+        "type": "session",
+        "client_user_email": "n@example.com",
+    }
+    client = Client()
+    as_number = client.post("/v1/connect/token", {**token, "client_user_id": 12345}, content_type="application/json")
+    as_text = client.post("/v1/connect/token", {**token, "client_user_id": "12345"}, content_type="application/json")
+    assert as_number.status_code == as_text.status_code == 200
+    assert as_number.json()["human_id"] == as_text.json()["human_id"]
+    created = client.post(
+        f"/v1/apps/{app.application.client_id}/users",
+        {"externalId": 12345},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic,
+    )
+    assert created.status_code == 200 and created.json()["humanId"] == as_text.json()["human_id"]
+    assert Human.objects.filter(application=app.application, client_user_id="12345").count() == 1
+
+
+JSON, FORM = "application/json", "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "kind"),
+    [
+        ("?source=", '{"source": "demo"}', JSON),
+        ("?source=demo", '{"source": "oura"}', JSON),
+        ("?source=demo", '{"source": null}', JSON),
+        ("?source=demo", "source=", FORM),
+    ],
+)
+def test_it_refuses_a_sync_source_that_is_no_slug_or_said_two_ways(
+    alice: Persona, query: str, body: str, kind: str
+) -> None:
+    basic = "Basic " + base64.b64encode(f"{alice.app.app_key}:".encode()).decode()
+    path = f"/v1/apps/{alice.app.application.client_id}/users/{alice.human.pk}/sync{query}"
+    response = Client().post(path, body, content_type=kind, HTTP_AUTHORIZATION=basic)
+    assert response.status_code == 400 and response.json()["validation"]["keys"] == ["source"]
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"demo"', "1"])
+def test_it_refuses_a_sync_body_that_is_no_object(alice: Persona, body: str) -> None:
+    basic = "Basic " + base64.b64encode(f"{alice.app.app_key}:".encode()).decode()
+    path = f"/v1/apps/{alice.app.application.client_id}/users/{alice.human.pk}/sync"
+    response = Client().post(path, body, content_type="application/json", HTTP_AUTHORIZATION=basic)
+    assert response.status_code == 400 and "Expected a dictionary" in response.json()["message"]

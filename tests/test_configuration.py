@@ -49,6 +49,10 @@ def test_it_allows_plain_http_endpoints_when_told_to() -> None:
         ("SOURCE_WITHINGS_API_URL", "https://wbsapi.example:notaport", "SOURCE_WITHINGS_API_URL has a malformed port"),
         ("SOURCE_OURA_HISTORY_DAYS", "a year", "SOURCE_OURA_HISTORY_DAYS must be a whole number of at least 1"),
         ("SOURCE_FITBIT_SYNC_INTERVAL", "5", "SOURCE_FITBIT_SYNC_INTERVAL must be a whole number of at least 60"),
+        # str.isdigit() admits "²" and other scripts' digits: named, never a crash of the check
+        ("SOURCE_FITBIT_SYNC_INTERVAL", "\u00b2", "SOURCE_FITBIT_SYNC_INTERVAL must be a whole number of at least 60"),
+        ("SOURCE_OURA_HISTORY_DAYS", "\u0663\u0660", "SOURCE_OURA_HISTORY_DAYS must be a whole number of at least 1"),
+        ("SOURCE_HUMANITY_ALLOWED_INSTANCES", "a.example.com:\u00b2", "SOURCE_HUMANITY_ALLOWED_INSTANCES has a bad"),
         (
             "SOURCE_HUMANITY_WINDOW_BACK_DAYS",
             "-3",

@@ -176,6 +176,7 @@ def test_it_creates_an_application_in_the_admin_and_shows_its_secrets_once(opera
     page = operator.post(
         "/admin/connect/application/add/",
         {"name": "Ops app", "allowed_origins": "https://app.example.com/\nhttp://127.0.0.1:3000", "notify_url": ""},
+        follow=True,
     )
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
     html = page.content.decode()
@@ -189,6 +190,10 @@ def test_it_creates_an_application_in_the_admin_and_shows_its_secrets_once(opera
     # The change page never shows a secret, nor its hash.
     change = operator.get(f"/admin/connect/application/{application.pk}/change/").content.decode()
     assert application.client_secret_hash not in change and application.app_key_hash not in change
+    # Reloading the page of secrets shows them no more, and creates nothing (POST/redirect/GET).
+    again = operator.get(page.redirect_chain[-1][0])
+    assert b"shown once already" in again.content and secret.encode() not in again.content
+    assert Application.objects.filter(name="Ops app").count() == 1
 
 
 def test_it_refuses_a_bad_origin_in_the_admin(operator: Client) -> None:

@@ -331,7 +331,7 @@ def test_it_selects_the_same_rows_in_sql_and_through_the_orm(alice: Persona, par
     assert through_orm == in_sql
 
 
-def test_it_answers_a_warm_list_or_summary_page_in_two_queries(alice: Persona) -> None:
+def test_it_answers_a_warm_list_or_summary_page_in_two_queries_and_the_rate_limit_count(alice: Persona) -> None:
     from django.db import connection as db
     from django.test.utils import CaptureQueriesContext
 
@@ -344,7 +344,10 @@ def test_it_answers_a_warm_list_or_summary_page_in_two_queries(alice: Persona) -
         assert client.get(path).status_code == 200  # computes the cached total / rollup once
         with CaptureQueriesContext(db) as queries:
             assert client.get(path).status_code == 200
-        assert len(queries) == 2, [q["sql"][:120] for q in queries.captured_queries]
+        # The token, the rate limits' count (one statement for both limits; none in PostgreSQL
+        # with RATE_LIMIT_REDIS_URL), the page.
+        assert len(queries) == 3, [q["sql"][:120] for q in queries.captured_queries]
+        assert "INSERT INTO connect_ratelimitbucket" in queries.captured_queries[1]["sql"]
 
 
 def test_it_keeps_a_bounded_number_of_filtered_list_caches(alice: Persona) -> None:

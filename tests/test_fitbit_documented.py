@@ -55,7 +55,9 @@ EARLIEST = date(2026, 3, 1)
 @pytest.fixture
 def google(settings: Any) -> Iterator[GoogleHealthEmulator]:
     emulator = GoogleHealthEmulator(rate_limit_per_minute=100_000).start()
-    settings.SOURCE_SETTINGS = emulator.source_settings((datetime.now(UTC).date() - EARLIEST).days + 2)
+    # A long history, with the per-user limit lifted here as in the emulator.
+    days = (datetime.now(UTC).date() - EARLIEST).days + 2
+    settings.SOURCE_SETTINGS = {**emulator.source_settings(days), "SOURCE_FITBIT_USER_RATE_LIMITS": "off"}
     settings.PROVIDER_RETRY_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_WAIT = 5
     yield emulator

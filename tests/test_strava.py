@@ -18,7 +18,7 @@ from connect.views import csrf_for
 from data_api.models import Record
 from sources.base import AuthorizationFailed
 from sources.http import ProviderHttp
-from sources.models import Connection, ConnectionStatus, SyncOutcome
+from sources.models import Connection, ConnectionStatus, RateBudget, SyncOutcome
 from sources.providers.strava import StravaSource
 from sources.registry import get_plugin
 from sources.services import connection_store
@@ -267,20 +267,21 @@ def test_it_needs_reauthorization_when_the_refresh_is_refused_and_keeps_the_data
     assert stored_ids(connection) == provider_ids(strava)
 
 
-def test_it_stops_before_the_rate_limit_is_spent(alice: Persona, strava: StravaEmulator, settings: Any) -> None:
+def test_it_stops_at_the_limit_strava_reports(alice: Persona, strava: StravaEmulator, settings: Any) -> None:
     settings.PROVIDER_RETRY_MAX_WAIT = 0
     connection = connect(alice, strava)
-    strava.read_limit = (4, 1000)  # a small window: the reserve of 2 is reached after 2 calls
+    strava.read_limit = (1, 1000)  # below the declared 100: the first answer's headers say so
 
     with pytest.raises(RetryLater) as caught:
         connection_sync(connection_id=connection.pk)
 
-    assert strava.calls["429"] == 0
+    assert strava.calls["429"] == 0 and caught.value.waiting
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 901
-    # One list call, then one detail (details stop at half the window), then the reserve.
-    assert strava.calls["activities"] == 1 and strava.calls["activity"] == 1
-    assert len(stored_ids(connection)) == 4  # the page read before the reserve stays stored
-    strava.read_limit, strava.usage = (100, 1000), [0, 0]  # the window reset
+    # One list call; no detail (the window is past half), and the shared budget stops the next list.
+    assert strava.calls["activities"] == 1 and strava.calls["activity"] == 0
+    assert len(stored_ids(connection)) == 4  # the page read before stays stored
+    strava.read_limit, strava.usage = (100, 1000), [0, 0]  # the window reset...
+    RateBudget.objects.all().delete()  # ...for the application's budget too
 
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED
     assert stored_ids(connection) == provider_ids(strava)
@@ -382,6 +383,7 @@ def test_details_stay_within_half_the_read_budget_and_the_rest_wait(
 
     for _ in range(6):  # later windows: the waiting ones get their calories, inside or outside the re-read
         strava.usage = [0, 0]
+        RateBudget.objects.all().delete()
         sync(connection)
 
     calories = stored_calories(connection)

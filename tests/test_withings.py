@@ -17,7 +17,7 @@ from connect.models import Human
 from data_api.models import Record
 from sources.base import AuthorizationFailed
 from sources.http import ProviderHttp
-from sources.models import Connection, ConnectionStatus, SyncOutcome
+from sources.models import Connection, ConnectionStatus, RateBudget, SyncOutcome
 from sources.providers.withings import WithingsSource
 from sources.registry import get_plugin
 from sources.services import connection_store
@@ -339,10 +339,13 @@ def test_status_100_is_an_authentication_failure_not_an_empty_answer(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_backs_off_on_rate_limits_and_transient_failures(alice: Persona, withings: WithingsEmulator) -> None:
+def test_it_backs_off_on_rate_limits_and_transient_failures(
+    alice: Persona, withings: WithingsEmulator, settings: Any
+) -> None:
     seed(withings, datetime.now(UTC))
     connection = connect(alice.human)
     withings.fail("/measure", status=601)  # too many requests, in the envelope
+    settings.PROVIDER_RETRY_MAX_WAIT = 10  # it empties the application's budget for a tenth of its minute
     withings.fail("/v2/measure", http=502)
     withings.fail("/v2/sleep", body='{"status": 0, "body": {"series": [')  # malformed JSON
     withings.fail("/v2/measure", action="getactivity", status=522)  # "Timeout": retry
@@ -470,4 +473,5 @@ def test_it_waits_out_status_601_and_keeps_what_it_fetched(alice: Persona, withi
     assert stored(connection) == EVERY_TYPE - NIGHT - Counter(activity_summaries=1)
     assert Connection.objects.get(pk=connection.pk).status == ConnectionStatus.ACTIVE
     withings.faults.clear()
+    RateBudget.objects.all().delete()  # the application's budget, emptied by the 601s, has freed too
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE

@@ -357,7 +357,7 @@
     if (result.status === 404) {
       return action === "connect" ? "This source is no longer available." : "This connection was already removed.";
     }
-    if (result.status === 429) { return "Too many attempts. Please wait a minute and try again."; }
+    if (result.status === 429) { return message || "Too many attempts. Please wait a minute and try again."; }
     if (result.status === 502 || result.status === 504) {
       return "The service could not be reached right now. Please try again in a few minutes.";
     }

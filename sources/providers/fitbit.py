@@ -25,25 +25,40 @@ Units stored: weight kg, height cm, body fat and SpO2 %, glucose mg/dL, heart ra
 (RMSSD), breathing rate breaths/min, temperature °C, VO2 max mL/kg/min, distance m, durations s
 (sleep: minutes), energy kcal. BMI is derived from weight and the latest height. Sleep
 efficiency is derived (asleep / in bed), since the Health API no longer provides one.
+
+Push: the Health API's webhooks. The subscriber is made by the operator (it takes a Cloud
+service account) with `endpointUri` PUBLIC_BASE_URL/hooks/fitbit and `endpointAuthorization.secret`
+= SOURCE_FITBIT_PUSH_SECRET; the server answers its verification POSTs (201 with the secret, 401
+without) and reads each notification's data type and intervals again, as a sync reads a slice.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
+from django.core.exceptions import ImproperlyConfigured
 
 from ..base import (
     AuthorizationFailed,
+    Change,
     Collection,
     Credentials,
+    Notice,
     PermanentError,
+    PushBatch,
+    PushRefused,
+    PushTopic,
+    RateLimit,
     RawPage,
     Record,
     RefreshRefused,
@@ -65,6 +80,9 @@ SETTINGS = SCOPE + "settings.readonly"
 
 # The widest UTC offsets in use: a civil-time filter widened by this covers every instant.
 MAX_OFFSET = timedelta(hours=14)
+MIN_PUSH_SECRET = 16
+MAX_NOTIFIED = 1000  # notifications read from one request (Google documents batches of 1-99)
+NOTIFIED_SPAN_MAX = timedelta(days=31)  # a notified interval is read back this far at most
 DAILY_TOTALS = "daily-totals"
 
 
@@ -174,6 +192,13 @@ class FitbitSource(OAuth2CodeSource):
     scopes = (ACTIVITY, METRICS, SLEEP, PROFILE, SETTINGS)
     supports_pkce = True
     client_auth = "body"
+    # Google Health's defaults (its rate-limits page): 300 requests a minute per user; per
+    # project 120,000 a minute and 86.4 M a day. Counted as rolling (not said otherwise; Google's
+    # daily quotas turn at midnight Pacific time). A 429 names no limit: it is taken to be the
+    # user's, the one a single connection can reach.
+    rate_limits = (RateLimit(120_000, 60, rolling=True), RateLimit(86_400_000, 86400, rolling=True))
+    user_rate_limits = (RateLimit(300, 60, rolling=True),)
+    rate_limit_scope = "user"
     # offline: a refresh token; consent: a new one again on reconnect.
     extra_authorize_params: ClassVar[dict[str, str]] = {
         "access_type": "offline",
@@ -182,6 +207,15 @@ class FitbitSource(OAuth2CodeSource):
     }
     lookback_days = 7
     _zone_of_run: tuple[str, datetime, UserZone] | None = None
+    push_by_operator = True
+    # Which data types the operator's subscriber announces is not known here: none is counted as
+    # covered, so polling keeps its interval (notifications only bring changes sooner).
+    push_topics = (PushTopic("", ()),)
+
+    def check_settings(self) -> None:
+        secret = self.setting("PUSH_SECRET")
+        if secret and len(secret) < MIN_PUSH_SECRET:
+            raise ImproperlyConfigured(f"SOURCE_FITBIT_PUSH_SECRET must be at least {MIN_PUSH_SECRET} characters")
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -248,15 +282,18 @@ class FitbitSource(OAuth2CodeSource):
 
     def _fetch_stream(self, ctx: SyncContext, stream: Stream) -> Iterator[RawPage]:
         for start, end in _slices(self._since(ctx, stream), ctx.now, stream.slice_days):
-            cursor = {stream.data_type: _rfc3339(end)}
-            params = {"filter": _filter(stream, start, end), "pageSize": str(stream.page_size)}
-            if not stream.windowed:
-                # Stored page by page; the cursor rides on the slice's last page only.
-                for points, last in _with_last(self._reconcile(ctx, stream, params)):
-                    yield RawPage(
-                        type=stream.data_type, payload={"dataPoints": points}, cursor=cursor if last else None
-                    )
-                continue
+            yield from self._slice(ctx, stream, start, end, {stream.data_type: _rfc3339(end)})
+
+    def _slice(
+        self, ctx: SyncContext, stream: Stream, start: datetime, end: datetime, cursor: dict[str, Any]
+    ) -> Iterator[RawPage]:
+        """The points of [start, end); `cursor` rides on the last page (none: a notified range)."""
+        params = {"filter": _filter(stream, start, end), "pageSize": str(stream.page_size)}
+        if not stream.windowed:
+            # Stored page by page; the cursor rides on the slice's last page only.
+            for points, last in _with_last(self._reconcile(ctx, stream, params)):
+                yield RawPage(type=stream.data_type, payload={"dataPoints": points}, cursor=cursor if last else None)
+        else:
             points = [point for page in self._reconcile(ctx, stream, params) for point in page]
             page_cursor: dict[str, Any] = dict(cursor)
             if stream.data_type == "height":
@@ -278,33 +315,96 @@ class FitbitSource(OAuth2CodeSource):
         """A daily type: points dated in the user's zone, filtered by `<type>.date`."""
         zone = self._zone(ctx)
         for first, stop in _day_slices(self._since_day(ctx, stream.data_type, zone), zone.today(ctx.now), 90):
-            member = stream.member
-            params = {
-                "filter": f'{member} >= "{first.isoformat()}" AND {member} < "{stop.isoformat()}"',
-                "pageSize": str(stream.page_size),
-            }
-            points = [point for page in self._reconcile(ctx, stream, params) for point in page]
-            yield RawPage(
-                type=stream.data_type,
-                payload={"dataPoints": points},
-                cursor={stream.data_type: stop.isoformat()},
-                window=Window(stream.record_type, zone.midnight(first)[0], zone.midnight(stop)[0]),
-                context=zone.as_context(),
-            )
+            yield self._days_of(ctx, stream, zone, first, stop, {stream.data_type: stop.isoformat()})
+
+    def _days_of(
+        self, ctx: SyncContext, stream: Stream, zone: UserZone, first: date, stop: date, cursor: dict[str, Any] | None
+    ) -> RawPage:
+        member = stream.member
+        params = {
+            "filter": f'{member} >= "{first.isoformat()}" AND {member} < "{stop.isoformat()}"',
+            "pageSize": str(stream.page_size),
+        }
+        points = [point for page in self._reconcile(ctx, stream, params) for point in page]
+        return RawPage(
+            type=stream.data_type,
+            payload={"dataPoints": points},
+            cursor=cursor,
+            window=Window(stream.record_type, zone.midnight(first)[0], zone.midnight(stop)[0]),
+            context=zone.as_context(),
+        )
 
     def _fetch_daily_totals(self, ctx: SyncContext) -> Iterator[RawPage]:
         """Google's own daily aggregates, one dailyRollUp per data type and 14-day slice; the
         slice is one page (a day's record draws on every type)."""
         zone = self._zone(ctx)
         for first, stop in _day_slices(self._since_day(ctx, DAILY_TOTALS, zone), zone.today(ctx.now), ROLLUP_DAYS):
-            rollups = {data_type: list(self._daily_rollup(ctx, data_type, first, stop)) for data_type, _ in ROLLUPS}
-            yield RawPage(
-                type=DAILY_TOTALS,
-                payload={"rollups": rollups},
-                cursor={DAILY_TOTALS: stop.isoformat()},
-                window=Window("activity_summaries", zone.midnight(first)[0], zone.midnight(stop)[0]),
-                context=zone.as_context(),
-            )
+            yield self._totals_of(ctx, zone, first, stop, {DAILY_TOTALS: stop.isoformat()})
+
+    def _totals_of(
+        self, ctx: SyncContext, zone: UserZone, first: date, stop: date, cursor: dict[str, Any] | None
+    ) -> RawPage:
+        rollups = {data_type: list(self._daily_rollup(ctx, data_type, first, stop)) for data_type, _ in ROLLUPS}
+        return RawPage(
+            type=DAILY_TOTALS,
+            payload={"rollups": rollups},
+            cursor=cursor,
+            window=Window("activity_summaries", zone.midnight(first)[0], zone.midnight(stop)[0]),
+            context=zone.as_context(),
+        )
+
+    # --- push ----------------------------------------------------------------------------
+    def push_configured(self) -> bool:
+        return bool(self.setting("PUSH_SECRET"))
+
+    def push_read(self, *, headers: Mapping[str, str], body: bytes, now: datetime, max_age: int) -> PushBatch:
+        """`Authorization` carries the subscriber's secret (with or without "Bearer "); the body
+        is `{"type": "verification"}`, or one notification or an array of them:
+        `{data: {healthUserId, dataType, operation: UPSERT|DELETE, intervals: [...]}}`."""
+        secret = self.setting("PUSH_SECRET")
+        given = headers.get("authorization", "").strip()
+        given = given[7:].strip() if given.lower().startswith("bearer ") else given
+        wanted = secret[7:].strip() if secret.lower().startswith("bearer ") else secret
+        if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), wanted.encode()):
+            raise PushRefused("Authorization does not carry the subscriber's secret")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise PushRefused("the notification is not JSON", 400) from None
+        key = hashlib.sha256(body).hexdigest()
+        if isinstance(parsed, dict) and parsed.get("type") == "verification":
+            return PushBatch([], key, verification=True)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        notices: list[Notice] = []
+        for item in items[:MAX_NOTIFIED]:
+            data = item.get("data", item) if isinstance(item, dict) else None
+            user, kind = (data.get(k) if isinstance(data, dict) else None for k in ("healthUserId", "dataType"))
+            if not isinstance(data, dict) or not isinstance(user, str) or not isinstance(kind, str) or not user:
+                raise PushRefused("a notification lacks data.healthUserId or data.dataType", 400)
+            operation = "delete" if data.get("operation") == "DELETE" else "update"
+            for span in _notified_spans(data.get("intervals"), now):
+                notices.append(Notice(user, Change(kind, span, operation)))
+        return PushBatch(notices, key)
+
+    def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
+        """The notified data type over the notified interval, read as a sync reads a slice (so
+        what is gone from it goes here too). Daily types and totals: the civil days it spans,
+        and one more each side."""
+        start, end = (_parse_time(part, "interval") for part in change.object_id.split("/"))
+        stream = STREAMS_BY_TYPE.get(change.kind)
+        if stream is None and change.kind not in dict(ROLLUPS):
+            return
+        if stream is not None and stream.kind != "daily":
+            yield from self._slice(ctx, stream, start, max(end, start + timedelta(seconds=1)), {})
+            return
+        zone = self._zone(ctx)
+        first = (start - MAX_OFFSET).date() - timedelta(days=1)
+        stop = min((end + MAX_OFFSET).date() + timedelta(days=2), zone.today(ctx.now) + timedelta(days=1))
+        for low, high in _day_slices(first, stop - timedelta(days=1), ROLLUP_DAYS):
+            if stream is not None:
+                yield self._days_of(ctx, stream, zone, low, high, None)
+            else:
+                yield self._totals_of(ctx, zone, low, high, None)
 
     def _since(self, ctx: SyncContext, stream: Stream) -> datetime:
         through = ctx.cursor.get(stream.data_type)
@@ -501,6 +601,32 @@ def _filter(stream: Stream, start: datetime, end: datetime) -> str:
     else:
         low, high = _rfc3339(start), _rfc3339(end)
     return f'{stream.member} >= "{low}" AND {stream.member} < "{high}"'
+
+
+def _notified_spans(intervals: Any, now: datetime) -> list[str]:
+    """ "start/end" (RFC 3339) of each notified interval: `physicalTimeInterval`, else the civil
+    ones widened by the widest offsets; none readable: the last two days. Capped at a month."""
+    spans: list[str] = []
+    for interval in intervals if isinstance(intervals, list) else []:
+        physical = interval.get("physicalTimeInterval") if isinstance(interval, dict) else None
+        civil = interval.get("civilIso8601TimeInterval") if isinstance(interval, dict) else None
+        try:
+            if isinstance(physical, dict):
+                start, end = (
+                    _parse_time(physical.get("startTime"), "start"),
+                    _parse_time(physical.get("endTime"), "end"),
+                )
+            elif isinstance(civil, dict):
+                low = datetime.fromisoformat(str(civil.get("startTime"))[:19]).replace(tzinfo=UTC)
+                high = datetime.fromisoformat(str(civil.get("endTime"))[:19]).replace(tzinfo=UTC)
+                start, end = low - MAX_OFFSET, high + MAX_OFFSET
+            else:
+                continue
+        except (Malformed, ValueError):
+            continue
+        start = max(start, min(end, now) - NOTIFIED_SPAN_MAX)
+        spans.append(f"{_rfc3339(start)}/{_rfc3339(max(start, end))}")
+    return spans or [f"{_rfc3339(now - timedelta(days=2))}/{_rfc3339(now)}"]
 
 
 def _with_last(pages: Iterator[list[Any]]) -> Iterator[tuple[list[Any], bool]]:

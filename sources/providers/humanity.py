@@ -107,7 +107,7 @@ class InstancePattern:
         text = text.removeprefix("http://").removeprefix("https://").rstrip("/")
         host, _, port = text.partition(":")
         bare = host.removeprefix("*.")
-        if not _HOST.match(bare) or (port and not port.isdigit()):
+        if not _HOST.match(bare) or (port and not (port.isascii() and port.isdigit())):
             raise ImproperlyConfigured(f"SOURCE_HUMANITY_ALLOWED_INSTANCES has a bad pattern: {raw!r}")
         return cls(host=host, port=int(port) if port else None, plain_http=plain)
 

@@ -18,26 +18,43 @@ Days: Oura files each document under its own `day` (a sleep under the day it cou
 which for an evening nap is the next day; daily activity under the day whose 04:00 starts it),
 and so do the records made of them. The night's readings are timestamped when it ended
 (`bedtime_end`); readiness and VO2 max at the document's own `timestamp`.
+
+Push: one subscription per webhook data type and event (create, update, delete), made and
+renewed with the application's client id and secret. An event names a document; it is fetched by
+id (a 404 deletes the records made of it). Events are signed: `x-oura-signature` is the HMAC-SHA256
+of `x-oura-timestamp` + body keyed with the client secret, in hex of either case.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 from ..base import (
     AuthorizationFailed,
+    Change,
     Collection,
+    Notice,
     PermanentError,
+    PushBatch,
+    PushRefused,
+    PushTopic,
+    PushUnsupported,
+    RateLimit,
     RawPage,
     Record,
     RefreshRefused,
+    Subscribed,
     SyncContext,
     TransientError,
     Window,
@@ -65,6 +82,26 @@ COLLECTIONS = (
     Collection("heartrate", ("heart_rate",)),
     Collection("daily_readiness", ("body_temperature",)),
     Collection("vO2_max", ("vo2_max",)),
+)
+# Webhook data types -> the collection (path) each names. Oura's OpenAPI spells VO2 max
+# `vo2_max` for webhooks and `vO2_max` in paths; events are read in either spelling. Heart rate
+# is not a webhook data type in the OpenAPI document (other sources list it): asked for, and left
+# to polling if Oura refuses it.
+WEBHOOK_TYPES = {
+    "workout": "workout",
+    "sleep": "sleep",
+    "daily_activity": "daily_activity",
+    "daily_spo2": "daily_spo2",
+    "daily_readiness": "daily_readiness",
+    "vo2_max": "vO2_max",
+    "heartrate": "heartrate",
+}
+EVENTS = ("create", "update", "delete")
+_TYPES_OF = {c.name: c.types for c in COLLECTIONS}
+PUSH_TOPICS = tuple(
+    PushTopic(f"{data_type}/{event}", _TYPES_OF[collection])
+    for data_type, collection in WEBHOOK_TYPES.items()
+    for event in EVENTS
 )
 # Time series samples that would bloat sourceData for little use.
 BULKY = frozenset(
@@ -118,6 +155,10 @@ class OuraSource(OAuth2CodeSource):
     scopes = ("personal", "daily", "heartrate", "workout", "spo2", "spo2Daily", "heart_health")
     supports_pkce = False  # not documented by Oura
     client_auth = "body"
+    push_topics = PUSH_TOPICS
+    # "5000 requests in a 5 minute period" (the API's 429 description); whether the period is
+    # fixed or rolling is not said, so it is counted as rolling, which holds either way.
+    rate_limits = (RateLimit(5000, 300, rolling=True),)
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -226,6 +267,113 @@ class OuraSource(OAuth2CodeSource):
                 return
         raise TransientError(f"Oura kept paging {collection} past {MAX_PAGES} pages")
 
+    # --- push (webhooks in: the OpenAPI document's Webhook Subscription Routes) ----------------
+    def _app(self) -> dict[str, str]:
+        return {"x-client-id": self.client_id, "x-client-secret": self.client_secret}
+
+    def push_list(self, http: ProviderHttp) -> list[Subscribed]:
+        response = http.request("GET", f"{self.api_url}/v2/webhook/subscription", headers=self._app(), check=False)
+        _api_status(response)
+        body = response.json()
+        if not isinstance(body, list):
+            raise TransientError("Oura listed its webhook subscriptions in an unexpected shape")
+        return [_subscribed(item) for item in body if isinstance(item, dict) and item.get("id")]
+
+    def push_subscribe(
+        self, topic: PushTopic, *, callback_url: str, verify_token: str, http: ProviderHttp
+    ) -> Subscribed:
+        # Oura GETs the callback with the verification token before it answers.
+        data_type, event = topic.key.split("/")
+        body = {
+            "callback_url": callback_url,
+            "verification_token": verify_token,
+            "event_type": event,
+            "data_type": data_type,
+        }
+        url = f"{self.api_url}/v2/webhook/subscription"
+        response = http.request("POST", url, json=body, headers=self._app(), check=False)
+        if response.status_code == 422 and "data_type" in json.dumps(_json_or_none(response)):
+            raise PushUnsupported(f"Oura takes no {data_type} subscriptions ({_detail(response)})")
+        _api_status(response)
+        made = response.json()
+        if not isinstance(made, dict) or not made.get("id"):
+            raise TransientError("Oura answered a webhook subscription without its id")
+        return _subscribed(made)
+
+    def push_renew(self, provider_id: str, http: ProviderHttp) -> datetime | None:
+        url = f"{self.api_url}/v2/webhook/subscription/renew/{quote(provider_id, safe='')}"
+        response = http.request("PUT", url, headers=self._app(), check=False)
+        _api_status(response)
+        renewed = response.json()
+        return _subscribed(renewed).expires_at if isinstance(renewed, dict) else None
+
+    def push_unsubscribe(self, provider_id: str, http: ProviderHttp) -> None:
+        url = f"{self.api_url}/v2/webhook/subscription/{quote(provider_id, safe='')}"
+        response = http.request("DELETE", url, headers=self._app(), check=False)
+        if response.status_code not in (204, 403, 404):  # 403 and 404: an id Oura doesn't have
+            _api_status(response)
+
+    def push_challenge(self, query: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+        token, challenge = query.get("verification_token", ""), query.get("challenge", "")
+        if not token or not challenge:
+            return None
+        return token, {"challenge": challenge}
+
+    def push_read(self, *, headers: Mapping[str, str], body: bytes, now: datetime, max_age: int) -> PushBatch:
+        stamp, signature = headers.get("x-oura-timestamp", "").strip(), headers.get("x-oura-signature", "").strip()
+        if not stamp or not signature:
+            raise PushRefused("the notification is not signed (x-oura-signature, x-oura-timestamp)")
+        expected = hmac.new(self.client_secret.encode(), stamp.encode() + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace")):
+            raise PushRefused("x-oura-signature does not match")
+        sent = _sent_at(stamp)
+        if sent is None or abs(now.timestamp() - sent) > max_age:
+            raise PushRefused("x-oura-timestamp is unreadable or too old (a replay?)")
+        try:
+            event = json.loads(body)
+        except ValueError:
+            raise PushRefused("the notification is not JSON", 400) from None
+        fields = {k: event.get(k) if isinstance(event, dict) else None for k in ("event_type", "data_type", "user_id")}
+        object_id = event.get("object_id") if isinstance(event, dict) else None
+        if not all(isinstance(v, str) and v for v in fields.values()) or not isinstance(object_id, str | None):
+            raise PushRefused("the notification lacks event_type, data_type or user_id", 400)
+        key = hashlib.sha256(stamp.encode() + b"." + body).hexdigest()
+        kind = str(fields["data_type"])
+        collection = WEBHOOK_TYPES.get(kind) or WEBHOOK_TYPES.get(kind.lower())
+        if collection is None or fields["event_type"] not in EVENTS:
+            return PushBatch([], key)  # a data type this source doesn't read
+        change = Change(collection, object_id or "", str(fields["event_type"]))
+        return PushBatch([Notice(str(fields["user_id"]), change)], key)
+
+    def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
+        collection = change.kind
+        if collection == "heartrate":  # rows have no id: the last day is read again
+            now = ctx.now.astimezone(UTC).replace(microsecond=0)
+            params = {"start_datetime": (now - HEART_RATE_OVERLAP).isoformat(), "end_datetime": now.isoformat()}
+            for items, _ in self._pages(ctx, "heartrate", params):
+                yield RawPage(type="heartrate", payload=items)
+            return
+        if collection not in PARSERS or not change.object_id:
+            return
+        response = ctx.http.request(
+            "GET",
+            f"{self.api_url}/v2/usercollection/{collection}/{quote(change.object_id, safe='')}",
+            headers=self.auth_headers(ctx.credentials),
+            check=False,
+            inspect=lambda r: None if r.status_code == 404 else _api_status(r),
+        )
+        document = None if response.status_code == 404 else response.json()
+        if isinstance(document, dict) and document.get("id") != change.object_id:
+            raise TransientError(f"Oura answered {collection} {change.object_id} with another document")
+        if document is None or (collection == "sleep" and document.get("type") in NOT_SLEEP):
+            # Gone (or a sleep the user deleted or rejected): the records made of it go too. A day's
+            # activity totals are kept under their day, not the document's id: the polling's
+            # reconciliation re-reads them.
+            gone = [] if collection == "daily_activity" else [(t, change.object_id) for t in _TYPES_OF[collection]]
+            yield RawPage(type=collection, payload=[], gone=gone)
+            return
+        yield RawPage(type=collection, payload=[document])
+
     # --- normalize -----------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
         parse, kind = PARSERS[page.type]
@@ -271,6 +419,40 @@ def _detail(response: requests.Response) -> str:
     if isinstance(detail, list):
         detail = "; ".join(str(d.get("msg")) for d in detail if isinstance(d, dict) and d.get("msg"))
     return str(detail)[:200] if detail else "no details"
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _subscribed(item: dict[str, Any]) -> Subscribed:
+    """A WebhookSubscriptionModel: `{id, callback_url, event_type, data_type, expiration_time}`."""
+    data_type = str(item.get("data_type") or "")
+    data_type = "vo2_max" if data_type.lower() == "vo2_max" else data_type
+    try:
+        expires: datetime | None = datetime.fromisoformat(str(item.get("expiration_time")).replace("Z", "+00:00"))
+    except ValueError:
+        expires = None
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    topic = f"{data_type}/{item.get('event_type')}"
+    return Subscribed(str(item["id"]), str(item.get("callback_url") or ""), topic, expires)
+
+
+def _sent_at(stamp: str) -> float | None:
+    """`x-oura-timestamp`: Unix seconds (as sample code reads it), milliseconds (as some
+    clients send it), or ISO 8601; None if it is none of these."""
+    if stamp.isascii() and stamp.isdigit() and len(stamp) <= 16:
+        value = int(stamp)
+        return value / 1000 if value > 10**11 else float(value)
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _envelope(body: Any, collection: str) -> tuple[list[Any], str | None]:

@@ -12,13 +12,22 @@ used less than half of its read budget (15 minutes and day), so the lists of eve
 always have room. Activities not yet looked up wait in the cursor (`calories.pending`) for later
 runs; what was learnt is kept (`calories.known`) for the activities the trailing window re-reads,
 so a re-read never drops calories already stored. See docs/providers/strava.md.
+
+Push: one subscription for the whole application (`/push_subscriptions`). An event names an
+activity (created, updated or deleted) or an athlete who withdrew access; the activity is always
+fetched by id (a 404 deletes it), then listed at its start so it is stored exactly as polling
+would store it; a withdrawal is believed when Strava refuses the token. Events are verified with
+`X-Strava-Signature` when Strava sends one (not in its public documentation).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -27,13 +36,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from ..base import (
+    DEAUTHORIZE,
+    Change,
     Collection,
     Credentials,
+    Notice,
     PermanentError,
+    PushBatch,
+    PushRefused,
+    PushTopic,
+    RateLimit,
     RateLimited,
     RawPage,
     Record,
     RefreshRefused,
+    Subscribed,
     SyncContext,
     TokenRejected,
     TransientError,
@@ -114,6 +131,19 @@ class StravaSource(OAuth2CodeSource):
     client_auth = "body"
 
     integer_settings: ClassVar[dict[str, int]] = {"DETAILS_PER_RUN": 0}
+    push_topics = (PushTopic("", ("activities",)),)
+    # Per application, windows at :00/:15/:30/:45 and midnight UTC (RATES). Every call here is a
+    # read, so the "non-upload" limits (100 and 1,000) bind before the overall ones (200, 2,000).
+    rate_limits = (RateLimit(100, 900), RateLimit(1000, 86400))
+
+    def rate_usage(self, response: requests.Response) -> list[tuple[int, int | None]]:
+        """X-ReadRateLimit-Usage/-Limit ("15-minute,daily"), else X-RateLimit-*, on every answer."""
+        for family in ("X-ReadRateLimit", "X-RateLimit"):
+            usage = _pair(response.headers.get(f"{family}-Usage"))
+            if usage:
+                limit = _pair(response.headers.get(f"{family}-Limit"))
+                return [(usage[0], limit[0] if limit else None), (usage[1], limit[1] if limit else None)]
+        return []
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -207,7 +237,7 @@ class StravaSource(OAuth2CodeSource):
         raise TransientError(f"Strava kept paging activities past {MAX_PAGES} pages")
 
     def _list(self, run: _Run, after: int, before: int, page: int) -> list[Any]:
-        run.budget.check(run.ctx.now)
+        # The engine takes each call from the application's shared rate budget (sources.ratebudget).
         # Whether Strava's bounds are inclusive is not documented; widened by a second each way
         # so an activity on the edge is never missed (the window itself stays [after, before)).
         params = {"after": after - 1, "before": before + 1, "page": page, "per_page": self.per_page()}
@@ -293,6 +323,134 @@ class StravaSource(OAuth2CodeSource):
             run.stopped = True
             return _NOT_NOW
         return body
+
+    # --- push (webhooks in: developers.strava.com/docs/webhooks) ---------------------------
+    def _app(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    def push_list(self, http: ProviderHttp) -> list[Subscribed]:
+        response = http.request("GET", f"{self.api_url}/push_subscriptions", params=self._app(), check=False)
+        _subscription_status(response)
+        body = response.json()
+        if not isinstance(body, list):
+            raise TransientError("Strava listed its push subscriptions in an unexpected shape")
+        return [
+            Subscribed(str(item["id"]), str(item.get("callback_url") or ""))
+            for item in body
+            if isinstance(item, dict) and isinstance(item.get("id"), int | str)
+        ]
+
+    def push_subscribe(
+        self, topic: PushTopic, *, callback_url: str, verify_token: str, http: ProviderHttp
+    ) -> Subscribed:
+        # Strava GETs the callback with the verify token before it answers (within its 2 s).
+        form = {**self._app(), "callback_url": callback_url, "verify_token": verify_token}
+        response = http.request("POST", f"{self.api_url}/push_subscriptions", data=form, check=False)
+        _subscription_status(response)
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("id"), int | str):
+            raise TransientError("Strava answered a push subscription without its id")
+        return Subscribed(str(body["id"]), callback_url)
+
+    def push_unsubscribe(self, provider_id: str, http: ProviderHttp) -> None:
+        url = f"{self.api_url}/push_subscriptions/{provider_id}"
+        response = http.request("DELETE", url, params=self._app(), check=False)
+        if response.status_code != 404:  # already gone is what was wanted
+            _subscription_status(response)
+
+    def push_challenge(self, query: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+        challenge, token = query.get("hub.challenge", ""), query.get("hub.verify_token", "")
+        if query.get("hub.mode") != "subscribe" or not challenge or not token:
+            return None
+        return token, {"hub.challenge": challenge}
+
+    def push_read(self, *, headers: Mapping[str, str], body: bytes, now: datetime, max_age: int) -> PushBatch:
+        signature = headers.get("x-strava-signature", "")
+        if signature:
+            self._check_signature(signature, body, now, max_age)
+        try:
+            event = json.loads(body)
+        except ValueError:
+            raise PushRefused("the event is not JSON", 400) from None
+        if not isinstance(event, dict):
+            raise PushRefused("the event is not a JSON object", 400)
+        kind, aspect, updates = event.get("object_type"), event.get("aspect_type"), event.get("updates") or {}
+        owner, object_id, subscription = (_event_id(event, k) for k in ("owner_id", "object_id", "subscription_id"))
+        if not owner or not object_id or not subscription or not isinstance(updates, dict):
+            raise PushRefused("the event lacks owner_id, object_id, subscription_id or updates", 400)
+        notices: list[Notice] = []
+        if kind == "activity" and aspect in ("create", "update", "delete"):
+            notices.append(Notice(owner, Change("activity", object_id, str(aspect))))
+        elif kind == "athlete" and str(updates.get("authorized", "")).lower() == "false":
+            notices.append(Notice(owner, Change("athlete", owner, DEAUTHORIZE)))
+        return PushBatch(notices, hashlib.sha256(body).hexdigest(), subscription)
+
+    def _check_signature(self, header: str, body: bytes, now: datetime, max_age: int) -> None:
+        """`X-Strava-Signature` as the clients that verify it read it (Strava documents none):
+        `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, or a bare hex HMAC-SHA256 of
+        the body; keyed with the client secret."""
+        key = self.client_secret.encode()
+        if "=" in header:
+            parts = dict(item.strip().split("=", 1) for item in header.split(",") if "=" in item)
+            stamp, given = parts.get("t", ""), parts.get("v1", "")
+            if not (stamp.isascii() and stamp.isdigit()) or not given:
+                raise PushRefused("X-Strava-Signature is malformed")
+            expected = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        else:
+            stamp, given = "", header
+            expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), given.strip().lower().encode("utf-8", "replace")):
+            raise PushRefused("X-Strava-Signature does not match")
+        if stamp and abs(now.timestamp() - int(stamp)) > max_age:
+            raise PushRefused("X-Strava-Signature is too old (a replay?)")
+
+    def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
+        if change.kind != "activity" or not change.object_id.isdigit():
+            return
+        budget = RateBudget()
+        response = ctx.http.request(
+            "GET",
+            f"{self.api_url}/activities/{change.object_id}",
+            headers=self.auth_headers(ctx.credentials),
+            check=False,
+            inspect=lambda r: None if r.status_code == 404 else budget.inspect(r),
+        )
+        if response.status_code == 404:  # deleted, or no longer visible to this token
+            yield RawPage(type="activities", payload=[], gone=[("activities", change.object_id)])
+            return
+        detail = response.json()
+        key, start = _key_and_start(detail)
+        if key != change.object_id:
+            raise TransientError("Strava answered an activity detail without its id or start")
+        book = CalorieBook.load(ctx.cursor.get("calories"))
+        book.learn(key, _calories(detail), start)
+        cursor = {"calories": book.state(ctx.now)}
+        # Listed at its start, it is stored exactly as the polling's list stores it (the same
+        # content, so a later re-read changes nothing); a detail only where the list misses it.
+        budget.check(ctx.now)
+        listed = ctx.http.request(
+            "GET",
+            f"{self.api_url}/athlete/activities",
+            params={"after": start - 1, "before": start + 1, "page": 1, "per_page": PER_PAGE},
+            headers=self.auth_headers(ctx.credentials),
+            check=False,
+            inspect=budget.inspect,
+        ).json()
+        item = next((i for i in listed if _key_and_start(i)[0] == key), None) if isinstance(listed, list) else None
+        if item is None:
+            yield RawPage(type="activities", payload=[detail], cursor=cursor, context={"detail": True})
+        else:
+            known = {key: book.known[key][0]}
+            yield RawPage(type="activities", payload=[item], cursor=cursor, context={"calories": known})
+
+    def authorized(self, ctx: SyncContext) -> bool:
+        response = ctx.http.request(
+            "GET", f"{self.api_url}/athlete", headers=self.auth_headers(ctx.credentials), check=False
+        )
+        if response.status_code == 401:
+            return False
+        raise_for_status(response, detail=_fault(response))
+        return True
 
     # --- normalize -----------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
@@ -407,7 +565,7 @@ class RateBudget:
 
 def _pair(raw: str | None) -> tuple[int, int] | None:
     parts = (raw or "").split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         return None
     return int(parts[0]), int(parts[1])
 
@@ -425,6 +583,27 @@ def _until_midnight(now: datetime) -> float:
     return (midnight - now).total_seconds() + 1
 
 
+def _event_id(event: dict[str, Any], key: str) -> str:
+    value = event.get(key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | str)
+        or not str(value).isascii()
+        or not str(value).isdigit()
+    ):
+        return ""
+    return str(value)
+
+
+def _subscription_status(response: requests.Response) -> None:
+    """Strava's answer to a push subscription call, its `Fault` named (e.g. `PushSubscription
+    callback url GET to callback URL does not return 200`, or `already exists`)."""
+    if response.status_code >= 400:
+        raise_for_status(response, detail=_fault(response), retry_after=60.0)
+    if response.status_code != 204:
+        decode_json(response)
+
+
 # --- HTTP answers ----------------------------------------------------------------------------
 
 
@@ -433,8 +612,9 @@ def _api_status(response: requests.Response, budget: RateBudget) -> None:
         # The token is fine but the athlete did not grant activity access: a refresh won't help.
         raise PermanentError(f"Strava answered 401 ({_fault(response)}): reconnect and allow activity access")
     if response.status_code >= 400:
-        # Strava sends no Retry-After on a 429: its rate-limit headers say which window is spent.
-        raise_for_status(response, detail=_fault(response), retry_after=budget.wait(datetime.now(UTC)) or 60.0)
+        # Strava sends no Retry-After on a 429: the engine's rate budget, corrected by the
+        # rate-limit headers, knows which window is spent and when it resets.
+        raise_for_status(response, detail=_fault(response))
     decode_json(response)  # a malformed body is retried like a 5xx
 
 
@@ -492,7 +672,9 @@ def _number(item: dict[str, Any], key: str, *, optional: bool = False) -> float 
 
 def _activity_id(item: Any) -> str:
     value = _field(item, "id")
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit())
+    ):
         raise BadItem("id is not an integer")
     return str(value)
 

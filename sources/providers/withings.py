@@ -23,23 +23,38 @@ kg/m2 (from weight and the latest height), body temperature °C, VO2 max mL/kg/m
 rate breaths/min, RMSSD ms, distance m, durations s (sleeps and their stages: minutes). Offsets
 come from the IANA `timezone` Withings gives with each row (measure groups: the group's own,
 else the answer's), at the row's instant.
+
+Push: Withings notifies per user (`/notify action=subscribe`, with the user's token, one `appli`
+category at a time); a notification (a form POST: `userid`, `appli`, dates) is unsigned, so the
+callback URL carries a secret of this server's. It makes the server read what changed since the
+collection's `lastupdate` cursor, as an incremental sync would; `appli` 46 with `action=unlink`
+(or `delete`) is a withdrawn access, believed when Withings refuses the token.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
 from ..base import (
+    DEAUTHORIZE,
+    Change,
     Collection,
+    Notice,
     PermanentError,
+    PushBatch,
+    PushRefused,
+    PushTopic,
+    RateLimit,
     RateLimited,
     RawPage,
     Record,
@@ -73,6 +88,20 @@ ERROR_OCCURRED_RANGES = (
     (533, 533), (602, 602), (700, 700), (1051, 1054), (2551, 2552), (2556, 2559), (3000, 3016),
     (3020, 3024), (5000, 5006), (6000, 6000), (6010, 6011), (9000, 9000), (10000, 10000),
 )  # fmt: skip
+
+# --- notifications (developer.withings.com, notification-content) -------------------------------
+# `appli` categories subscribed, and the collections each one's notifications make us read again:
+# 1 weight and body composition, 2 temperature, 4 blood pressure, heart rate and SpO2, 16 activity
+# (daily totals and workouts), 44 sleep; 46 user events (`action` delete, unlink or update).
+APPLI_COLLECTIONS: dict[int, tuple[str, ...]] = {
+    1: ("measures",),
+    2: ("measures",),
+    4: ("measures",),
+    16: ("workouts", "activity"),
+    44: ("sleep",),
+}
+USER_EVENT = 46
+NOTIFY_APPLIS = (*APPLI_COLLECTIONS, USER_EVENT)
 
 # --- measure types (getmeas `meastype`); the real value is value * 10^unit ------------------------
 WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2 = 1, 4, 6, 9, 10, 11, 54
@@ -186,6 +215,11 @@ class WithingsSource(OAuth2CodeSource):
     supports_pkce = False  # not documented by Withings
     client_auth = "body"
     lookback_days = 7
+    # 120 requests a minute for the whole application (the notification overview); fixed or
+    # rolling is not said, so it is counted as rolling. Status 601 says it was exceeded.
+    rate_limits = (RateLimit(120, 60, rolling=True),)
+    push_per_user = True
+    push_topics = (PushTopic("", data_types),)  # every type is announced (the categories above)
 
     # --- authorization -------------------------------------------------------------------
     def token_request(self, fields: dict[str, str], http: ProviderHttp) -> dict[str, Any]:
@@ -312,6 +346,53 @@ class WithingsSource(OAuth2CodeSource):
             offsets.add(offset)
             form["offset"] = str(offset)
         raise TransientError(f"Withings {path} {form['action']} kept answering more=true")
+
+    # --- push ----------------------------------------------------------------------------
+    def push_subscribe_user(self, ctx: SyncContext, callback_url: str) -> None:
+        """Withings first sends a HEAD to the callback, which must answer 2xx (else status 293)."""
+        for appli in NOTIFY_APPLIS:
+            form = {"action": "subscribe", "callbackurl": callback_url, "appli": str(appli), "comment": "HumanAPI"}
+            ctx.http.request(
+                "POST",
+                f"{self.api_url}/notify",
+                data=form,
+                headers=self.auth_headers(ctx.credentials),
+                inspect=_api_status,
+            )
+
+    def push_read(self, *, headers: Mapping[str, str], body: bytes, now: datetime, max_age: int) -> PushBatch:
+        """A form-encoded POST: `userid`, `appli`, `startdate`/`enddate` or `date`, and for some
+        categories `deviceid` and `action`. Unsigned (the engine checked the callback's secret)."""
+        fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        userid, appli = fields.get("userid", "").strip(), fields.get("appli", "").strip()
+        if not (userid.isascii() and userid.isdigit() and appli.isascii() and appli.isdigit()):
+            raise PushRefused("the notification lacks userid or appli", 400)
+        key = hashlib.sha256(body).hexdigest()
+        if int(appli) == USER_EVENT:
+            if fields.get("action") in ("unlink", "delete"):
+                return PushBatch([Notice(userid, Change("user", userid, DEAUTHORIZE))], key)
+            return PushBatch([], key)
+        changes = [Change(name, "", "update") for name in APPLI_COLLECTIONS.get(int(appli), ())]
+        return PushBatch([Notice(userid, change) for change in changes], key)
+
+    def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
+        """What changed since the collection's `lastupdate` (nothing before the history sync has
+        read it: that sync will)."""
+        started = int((ctx.now - CLOCK_MARGIN).timestamp())
+        if change.kind == "measures":
+            since = ctx.cursor.get("measures_lastupdate")
+            if isinstance(since, int):
+                bodies = list(self._pages(ctx, "/measure", {**_GETMEAS, "lastupdate": str(since)}))
+                yield RawPage(type="measures", payload=_merge_measures(bodies), cursor={"measures_lastupdate": started})
+        elif change.kind in SERIES and isinstance(ctx.cursor.get(f"{change.kind}_lastupdate"), int):
+            yield from self._fetch_series(ctx, change.kind, SERIES[change.kind])
+
+    def authorized(self, ctx: SyncContext) -> bool:
+        try:
+            next(self._pages(ctx, "/measure", {**_GETMEAS, "lastupdate": str(int(ctx.now.timestamp()))}))
+        except TokenRejected:
+            return False
+        return True
 
     # --- normalizing ---------------------------------------------------------------------
     def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:

@@ -20,6 +20,15 @@ strings, durations `"<n>s"`, empty fields omitted. Errors are google.rpc.Status 
 a dead token, 403 for an ungranted scope, 400 for a bad filter or range, 429 past a per-user
 per-minute limit. Faults can be injected per path.
 
+Webhooks (developers.google.com/health notifications; the v4 reference of projects.subscribers):
+`subscribe(endpoint, secret)` stands for the subscriber the operator makes with a Cloud service
+account: it sends the two verification POSTs `{"type": "verification"}`, one with `Authorization:
+<secret>` (201 wanted) and one without (401 or 403 wanted), and keeps the subscriber only if both
+are answered so. Then `add_sample`, `add_exercise`, `add_sleep`, `add_daily`, `update` and
+`delete` POST an array of notifications `{data: {version, clientProvidedSubscriptionName,
+healthUserId, dataType, operation: UPSERT|DELETE, intervals: [{physicalTimeInterval: {startTime,
+endTime}}]}}` with that `Authorization`.
+
 Where public sources disagree, a switch sends each shape (see `GoogleHealthEmulator` fields).
 """
 
@@ -43,6 +52,7 @@ from urllib.parse import urlencode
 from werkzeug.wrappers import Request, Response
 
 from . import ServerThread, source_settings
+from .push import Pusher
 
 CLIENT_ID = "gh-client-1.apps.googleusercontent.com"
 CLIENT_SECRET = "gh-secret-1"
@@ -177,6 +187,8 @@ class GoogleHealthEmulator:
         self.recent: deque[float] = deque()
         # (method and path, query or JSON body) of each data call
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.subscriber: dict[str, str] | None = None  # {endpoint, secret}
+        self.pusher = Pusher(attempts=3, timeout=5.0)
         self.server = ServerThread(self.wsgi)
 
     # --- lifecycle and test controls ----------------------------------------------------------
@@ -273,6 +285,7 @@ class GoogleHealthEmulator:
             point["name"] = _name(data_type, point_id)
         with self.lock:
             self.points.setdefault(data_type, {})[point_id] = point
+        self._announce(data_type, point_id, "UPSERT")
         return point_id
 
     def add_exercise(
@@ -350,6 +363,7 @@ class GoogleHealthEmulator:
         point_id = f"{data_type}-{day.isoformat()}"
         with self.lock:
             self.points.setdefault(data_type, {})[point_id] = point
+        self._announce(data_type, point_id, "UPSERT")
         return point_id
 
     def set_rollup(self, data_type: str, day: date, value: dict[str, Any]) -> None:
@@ -366,15 +380,60 @@ class GoogleHealthEmulator:
         }
         with self.lock:
             self.points.setdefault(data_type, {})[point_id] = point
+        self._announce(data_type, point_id, "UPSERT")
         return point_id
 
     def update(self, data_type: str, point_id: str, **changes: Any) -> None:
         with self.lock:
             self.points[data_type][point_id][DATA_TYPES[data_type][0]].update(changes)
+        self._announce(data_type, point_id, "UPSERT")
 
     def delete(self, data_type: str, point_id: str) -> None:
+        self._announce(data_type, point_id, "DELETE")
         with self.lock:
             del self.points[data_type][point_id]
+
+    # --- webhooks ----------------------------------------------------------------------------
+    def subscribe(self, endpoint: str, secret: str) -> bool:
+        """The operator's subscriber: verified by two POSTs, kept if both are answered right."""
+        body = json.dumps({"type": "verification"}).encode()
+        ok = (201,)
+        authorized = self.pusher.post(endpoint, body, lambda: {"Authorization": secret}, ok=ok)[-1].status
+        bare = self.pusher.post(endpoint, body, dict, ok=(401, 403))[-1].status
+        self.subscriber = {"endpoint": endpoint, "secret": secret} if authorized == 201 and bare in (401, 403) else None
+        return self.subscriber is not None
+
+    def notify(self, data_type: str, start: str, end: str, operation: str = "UPSERT") -> None:
+        if self.subscriber is None:
+            return
+        data = {
+            "version": "1",
+            "clientProvidedSubscriptionName": "humanapi",
+            "healthUserId": HEALTH_USER_ID,
+            "dataType": data_type,
+            "operation": operation,
+            "intervals": [{"physicalTimeInterval": {"startTime": start, "endTime": end}}],
+        }
+        secret = self.subscriber["secret"]
+        self.pusher.post(
+            self.subscriber["endpoint"], json.dumps([{"data": data}]).encode(), lambda: {"Authorization": secret}
+        )
+
+    def _announce(self, data_type: str, point_id: str, operation: str) -> None:
+        with self.lock:
+            body = copy.deepcopy(self.points[data_type][point_id].get(DATA_TYPES[data_type][0], {}))
+        span = body.get("interval") or {}
+        if isinstance(body.get("sampleTime"), dict):
+            start = end = body["sampleTime"].get("physicalTime", "")
+        elif isinstance(body.get("date"), dict):
+            day = date(**{k: int(v) for k, v in body["date"].items()})
+            start, end = (
+                _rfc3339(datetime(day.year, day.month, day.day, tzinfo=UTC)),
+                _rfc3339(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)),
+            )
+        else:
+            start, end = span.get("startTime", ""), span.get("endTime", "")
+        self.notify(data_type, start, end, operation)
 
     def add_malformed(self, data_type: str) -> None:
         """A point whose times are not timestamps (a shape the connector must skip, not crash on)."""

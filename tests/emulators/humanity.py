@@ -77,7 +77,7 @@ class Fault:
     #            | malformed | slow | hang | redirect
     times: int | None = 1
     skip: int = 0
-    retry_after: int | None = None
+    retry_after: int | str | None = None  # the Retry-After header, as sent
     delay: float = 0.0
     seen: int = 0
 

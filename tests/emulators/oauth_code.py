@@ -62,6 +62,9 @@ class OAuthCodeEmulator:
         self.log: list[tuple[str, dict[str, str]]] = []  # (route, query) of every API call
         self.grants: Counter[str] = Counter()  # grant_type -> tokens issued
         self.faults: list[Fault] = []
+        # route -> what happens the next time it is called, before it answers (once): a test
+        # makes a race happen at a known moment (the user disconnects while a refresh is out).
+        self.on_next_call: dict[str, Callable[[], None]] = {}
         self.user_id = "user-1"  # who is logged in at the authorize page
         self.deny = False  # the user clicks "Deny"
         self.unticked: set[str] = set()  # scopes the user unticks at consent
@@ -137,6 +140,9 @@ class OAuthCodeEmulator:
         for method, pattern, name, handler in self.routes:
             match = pattern.fullmatch(request.path)
             if match and request.method == method:
+                hook = self.on_next_call.pop(name, None)
+                if hook is not None:
+                    hook()
                 with self.lock:
                     self.calls[name] += 1
                     self.log.append((name, dict(request.args)))

@@ -11,6 +11,10 @@ Data: `/v2/usercollection/{type}` with `start_date`/`end_date` (heart rate: `sta
 when the collection's scope wasn't granted (or `lapsed`: the membership expired), 404 for a
 collection in `missing`, 422 with a validation list when start is after end, and 429 with the
 documented rate-limit headers (`rate_limit`). Malformed dates answer an empty 200, as Oura does.
+The data routes enforce "5000 requests in a 5 minute period" (the 429 description of the OpenAPI
+document) for the whole application, over any 5 minutes in a row (`limit`: tests shrink it): past
+it, 429 with `Retry-After` (until the oldest counted call leaves the window) and `X-RateLimit-Limit`,
+`-Window`, `-Reset`, `-Tier`; a refused call is not counted.
 
 Oura's date-window quirks sit behind `date_quirks`: a date-only end bound acts as that day's
 midnight (so the end day's 04:00 `daily_activity` is dropped) and collections filtered on `day`
@@ -27,6 +31,21 @@ Shapes where public sources differ, each a switch:
   (OpenAPI 1.27/1.28 and recorded answers);
 - `omit_null_next_token`: a last heart-rate page leaves `next_token` out (only `data` is required
   of a TimeSeriesResponse) instead of sending null.
+Webhooks (the OpenAPI document's Webhook Subscription Routes, with recorded answers in tgrk/ex_oura's
+cassettes): `/v2/webhook/subscription` with the application's `x-client-id` and `x-client-secret`
+headers: POST `{callback_url, verification_token, event_type, data_type}` first GETs the callback
+with `verification_token` and `challenge` and wants `{"challenge": ...}` back (else 400), then
+answers 201 with `{id, callback_url, event_type, data_type, expiration_time}` (422 for a data type
+it doesn't offer); GET lists them, GET/DELETE `/{id}` (204; 404 "No webhook id ... found."), PUT
+`/renew/{id}` pushes the expiry back (404 "Subscription with id ... not found."). VO2 max is
+`vo2_max` in webhooks (OpenAPI 1.29) and `vO2_max` in paths; both are taken. Heart rate takes
+subscriptions only with `heartrate_webhooks` (not in the OpenAPI enum; other sources list it).
+`put`, `change` and `remove` POST `{event_type, data_type, object_id, event_time, user_id}` to
+every matching live subscription, with `x-oura-timestamp` (Unix seconds, or milliseconds with
+`timestamp_ms`) and `x-oura-signature`, the HMAC-SHA256 of timestamp + body keyed with the client
+secret in upper-case hex (Oura's sample code; lower case with `signature_upper` off), retried
+while the answer is not 2xx. `seed` announces nothing.
+
 The documents themselves are served as put, so a test can put any documented variant (e.g. a
 `vo2_max` that is an integer, OpenAPI 1.29 and later, or a number or null, 1.27/1.28; a readiness
 `temperature_deviation` that is null, or left out since 1.29 made it optional).
@@ -34,15 +53,21 @@ The documents themselves are served as put, so a test can put any documented var
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
 import secrets
+import time as clock
 import uuid
+from collections import deque
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
 from .oauth_code import AccessToken, OAuthCodeEmulator
+from .push import Pusher
 
 SCOPES = {
     "workout": ("workout",),
@@ -84,12 +109,28 @@ class OuraEmulator(OAuthCodeEmulator):
         self.versions: dict[tuple[str, str], tuple[int, str]] = {}  # (collection, id) -> (version, updated_at)
         self.heart_rate: list[dict[str, Any]] = []
         self.page_tokens: dict[str, int] = {}  # next_token -> offset
+        self.limit = (5000, 300)  # requests per this many seconds in a row, per application
+        self.served: deque[float] = deque()  # when the data calls still in the window were answered
         self.routes += [
-            ("GET", re.compile(r"/v2/usercollection/personal_info"), "personal_info", self.personal_info),
-            ("GET", re.compile(r"/v2/usercollection/(?P<collection>[a-zA-Z_0-9]+)"), "collection", self.collection),
+            ("GET", re.compile(r"/v2/usercollection/personal_info"), "personal_info", self.limited(self.personal_info)),
+            ("GET", re.compile(r"/v2/usercollection/(?P<collection>[a-zA-Z_0-9]+)"), "collection",
+             self.limited(self.collection)),
             ("GET", re.compile(r"/v2/usercollection/(?P<collection>[a-zA-Z_0-9]+)/(?P<ident>[^/]+)"), "document",
-             self.document),
+             self.limited(self.document)),
+            ("GET", re.compile(r"/v2/webhook/subscription"), "webhook_list", self.webhook_list),
+            ("POST", re.compile(r"/v2/webhook/subscription"), "webhook_create", self.webhook_create),
+            ("GET", re.compile(r"/v2/webhook/subscription/(?P<ident>[^/]+)"), "webhook_get", self.webhook_get),
+            ("DELETE", re.compile(r"/v2/webhook/subscription/(?P<ident>[^/]+)"), "webhook_delete",
+             self.webhook_delete),
+            ("PUT", re.compile(r"/v2/webhook/subscription/renew/(?P<ident>[^/]+)"), "webhook_renew",
+             self.webhook_renew),
         ]  # fmt: skip
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.webhook_ttl = timedelta(days=90)
+        self.heartrate_webhooks = False
+        self.signature_upper = True
+        self.timestamp_ms = False
+        self.pusher = Pusher(attempts=3, timeout=10.0)
 
     # --- data, for tests --------------------------------------------------------------------------
     def seed(self, first: date, last: date, tz: str = "+02:00", hr_minutes: int = 60) -> None:
@@ -101,13 +142,13 @@ class OuraEmulator(OAuthCodeEmulator):
         day = first
         while day <= last:
             n = day.toordinal()
-            self.put("workout", workout(day, datetime.combine(day, time(7, 0), offset), n))
-            self.put("sleep", night(day, offset, n))
-            self.put("daily_activity", daily_activity(day, offset, n))
-            self.put("daily_spo2", spo2(day, 95.0 + n % 4))
-            self.put("daily_readiness", readiness(day, round(((n % 9) - 4) * 0.07, 2), n))
+            self._store("workout", workout(day, datetime.combine(day, time(7, 0), offset), n))
+            self._store("sleep", night(day, offset, n))
+            self._store("daily_activity", daily_activity(day, offset, n))
+            self._store("daily_spo2", spo2(day, 95.0 + n % 4))
+            self._store("daily_readiness", readiness(day, round(((n % 9) - 4) * 0.07, 2), n))
             if n % 7 == 0:
-                self.put("vO2_max", vo2_max(day, datetime.combine(day, time(18, 30), offset), 40 + n % 5))
+                self._store("vO2_max", vo2_max(day, datetime.combine(day, time(18, 30), offset), 40 + n % 5))
             moment = datetime.combine(day, time(), UTC)
             while moment < datetime.combine(day + timedelta(days=1), time(), UTC) and moment <= now:
                 bpm = 55 + (moment.hour * 7 + n) % 40
@@ -115,23 +156,149 @@ class OuraEmulator(OAuthCodeEmulator):
                 moment += timedelta(minutes=hr_minutes)
             day += timedelta(days=1)
 
-    def put(self, collection: str, document: dict[str, Any]) -> None:
+    def _store(self, collection: str, document: dict[str, Any]) -> bool:
+        """True if the document is new."""
         with self.lock:
+            new = document["id"] not in self.documents[collection]
             self.documents[collection][document["id"]] = document
             self._touch(collection, document["id"])
+        return new
+
+    def put(self, collection: str, document: dict[str, Any]) -> None:
+        new = self._store(collection, document)
+        self.notify(collection, document["id"], "create" if new else "update")
 
     def change(self, collection: str, document_id: str, **changes: Any) -> None:
         with self.lock:
             self.documents[collection][document_id].update(changes)
             self._touch(collection, document_id)
+        self.notify(collection, document_id, "update")
 
     def remove(self, collection: str, document_id: str) -> None:
         with self.lock:
             del self.documents[collection][document_id]
+        self.notify(collection, document_id, "delete")
+
+    # --- webhooks ----------------------------------------------------------------------------------
+    def notify(self, collection: str, object_id: str, event_type: str) -> None:
+        """POST the event to every live subscription for this data type and event."""
+        now = datetime.now(UTC)
+        with self.lock:
+            matching = [
+                w
+                for w in self.webhooks.values()
+                if _path_of(w["data_type"]) == collection and w["event_type"] == event_type and w["expires"] > now
+            ]
+        for webhook in matching:
+            event = {
+                "event_type": event_type,
+                "data_type": webhook["data_type"],
+                "object_id": object_id,
+                "event_time": now.isoformat(),
+                "user_id": self.user_id,
+            }
+            self.send(webhook["callback_url"], json.dumps(event).encode())
+
+    def send(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> list[Any]:
+        """One notification as Oura delivers it (a test may pass its own, forged, headers)."""
+        return self.pusher.post(url, body, lambda: headers if headers is not None else self.signature(body))
+
+    def signature(self, body: bytes, at: float | None = None, secret: str | None = None) -> dict[str, str]:
+        moment = clock.time() if at is None else at
+        stamp = str(int(moment * 1000)) if self.timestamp_ms else str(int(moment))
+        digest = hmac.new((secret or self.client_secret).encode(), stamp.encode() + body, hashlib.sha256).hexdigest()
+        return {"x-oura-timestamp": stamp, "x-oura-signature": digest.upper() if self.signature_upper else digest}
+
+    def _app_refusal(self, request: Request) -> Response | None:
+        client = (request.headers.get("x-client-id"), request.headers.get("x-client-secret"))
+        return None if client == (self.client_id, self.client_secret) else self.json({"detail": "Unauthorized"}, 401)
+
+    def _model(self, webhook: dict[str, Any]) -> dict[str, Any]:
+        keys = ("id", "callback_url", "event_type", "data_type")
+        return {**{k: webhook[k] for k in keys}, "expiration_time": webhook["expires"].isoformat()}
+
+    def webhook_list(self, request: Request) -> Response:
+        return self._app_refusal(request) or self.json([self._model(w) for w in self.webhooks.values()])
+
+    def webhook_get(self, request: Request, ident: str) -> Response:
+        refusal = self._app_refusal(request)
+        if refusal is not None:
+            return refusal
+        found = self.webhooks.get(ident)
+        return self.json(self._model(found)) if found else self.json({"detail": "Forbidden"}, 403)
+
+    def webhook_create(self, request: Request) -> Response:
+        refusal = self._app_refusal(request)
+        if refusal is not None:
+            return refusal
+        body = request.get_json(silent=True) or {}
+        offered = set(WEBHOOK_DATA_TYPES) | ({"heartrate"} if self.heartrate_webhooks else set())
+        for key, allowed in (("data_type", offered), ("event_type", {"create", "update", "delete"})):
+            if body.get(key) not in allowed:
+                detail = [{"type": "enum", "loc": ["body", key], "msg": f"Invalid {key} value"}]
+                return self.json({"detail": detail}, 422)
+        if not body.get("callback_url") or not body.get("verification_token"):
+            return self.json({"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required"}]}, 422)
+        challenge = secrets.token_urlsafe(12)
+        params = {"verification_token": str(body["verification_token"]), "challenge": challenge}
+        answer = self.pusher.verify(str(body["callback_url"]), params, timeout=10.0)
+        if not isinstance(answer, dict) or answer.get("challenge") != challenge:
+            return self.json({"detail": "Callback URL verification failed"}, 400)
+        ident = str(uuid.uuid4())
+        self.webhooks[ident] = {
+            "id": ident,
+            "callback_url": str(body["callback_url"]),
+            "event_type": body["event_type"],
+            "data_type": body["data_type"],
+            "expires": datetime.now(UTC) + self.webhook_ttl,
+        }
+        return self.json(self._model(self.webhooks[ident]), 201)
+
+    def webhook_delete(self, request: Request, ident: str) -> Response:
+        refusal = self._app_refusal(request)
+        if refusal is not None:
+            return refusal
+        if self.webhooks.pop(ident, None) is None:
+            return self.json({"detail": f"No webhook id {ident} found."}, 404)
+        return Response(status=204)
+
+    def webhook_renew(self, request: Request, ident: str) -> Response:
+        refusal = self._app_refusal(request)
+        if refusal is not None:
+            return refusal
+        found = self.webhooks.get(ident)
+        if found is None:
+            return self.json({"detail": f"Subscription with id {ident} not found."}, 404)
+        found["expires"] = datetime.now(UTC) + self.webhook_ttl
+        return self.json(self._model(found))
 
     def forget_page_tokens(self) -> None:
         with self.lock:
             self.page_tokens.clear()
+
+    def limited(self, handler: Any) -> Any:
+        """Count a data call against the application's limit; 429 past it (called under the lock)."""
+
+        def wrapped(request: Request, **kwargs: Any) -> Response:
+            count, seconds = self.limit
+            now = clock.time()
+            while self.served and self.served[0] <= now - seconds:
+                self.served.popleft()
+            if len(self.served) >= count:
+                self.calls["429"] += 1
+                wait = max(1, int(self.served[0] + seconds - now + 0.999))
+                headers = {
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Limit": str(count),
+                    "X-RateLimit-Window": str(seconds),
+                    "X-RateLimit-Reset": str(int(now) + wait),
+                    "X-RateLimit-Tier": "application",
+                }
+                return self.json({"detail": "Too Many Requests"}, 429, headers)
+            self.served.append(now)
+            return handler(request, **kwargs)
+
+        return wrapped
 
     def rate_limit(self, retry_after: int, *, times: int = 1, skip: int = 0) -> None:
         """Answer the next data calls 429 with the headers Oura documents for it."""
@@ -266,6 +433,24 @@ class OuraEmulator(OAuthCodeEmulator):
         if not self.heart_rate_unix or "timestamp_unix" in row:
             return row
         return {**row, "timestamp_unix": round(_stamp(row).timestamp() * 1000)}
+
+
+# Webhook data types (OpenAPI 1.29 `ExtApiV2DataType`, the ones this emulator serves; `vO2_max` as
+# other sources spell it) -> the collection's path.
+WEBHOOK_DATA_TYPES = {
+    "workout": "workout",
+    "sleep": "sleep",
+    "daily_sleep": "daily_sleep",
+    "daily_activity": "daily_activity",
+    "daily_spo2": "daily_spo2",
+    "daily_readiness": "daily_readiness",
+    "vo2_max": "vO2_max",
+    "vO2_max": "vO2_max",
+}
+
+
+def _path_of(data_type: str) -> str:
+    return WEBHOOK_DATA_TYPES.get(data_type, data_type)
 
 
 def _stamp(row: dict[str, Any]) -> datetime:

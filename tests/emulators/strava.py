@@ -16,8 +16,23 @@ examples published with it):
   `activity:read_all`; `after` in milliseconds is a 400 `Fault`.
 - `/activities/{id}`: the DetailedActivity (adds `calories`, `description`, laps, splits,
   segment efforts...); 404 `Record Not Found` when unknown or not visible.
-- 401 `Fault`s for a bad token or a missing scope; the per-application rate limit:
-  `X-RateLimit-*` and `X-ReadRateLimit-*` on every answer, 429 past the limit.
+- 401 `Fault`s for a bad token or a missing scope; the per-application rate limit
+  (developers.strava.com/docs/rate-limits): `X-RateLimit-*` and `X-ReadRateLimit-*` on every
+  answer, 429 past the limit; a refused call counts too. The usage restarts with each window,
+  aligned to UTC as Strava's (quarter hours, midnight); tests shrink `windows` and the limits.
+
+Push (developers.strava.com/docs/webhooks): one subscription per application at
+`/api/v3/push_subscriptions` (POST with client id and secret, callback_url and verify_token as form
+fields: Strava first GETs the callback with `hub.mode=subscribe`, `hub.challenge`,
+`hub.verify_token` and wants `{"hub.challenge": ...}` back with a 200 within two seconds, else a
+400 `Fault` "GET to callback URL does not return 200"; a second one is a 400 "already exists";
+GET lists `[{id, resource_state, application_id, callback_url, created_at, updated_at}]`, DELETE
+/{id} answers 204). `create`, `change` (of the title, sport type or privacy, the only edits Strava
+announces), `remove` and `deauthorize` POST the event (`{aspect_type, event_time, object_id,
+object_type, owner_id, subscription_id, updates}`) to the callback, retried up to three attempts
+in all until a 200. With `sign_events` (the default; disputed: not in Strava's public docs) each
+attempt carries `X-Strava-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">` keyed with the
+client secret.
 
 Activities are held in their detailed representation; the list serves each one's summary
 projection (detail-only keys dropped, `resource_state` 2). Each activity is sent in the shape it
@@ -28,6 +43,9 @@ integer (swagger examples) or a float (real responses), hidden start times, manu
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
+import json
 import re
 import secrets
 import time
@@ -39,6 +57,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.wrappers import Request, Response
 
 from .oauth_code import AccessToken, OAuthCodeEmulator
+from .push import Pusher
 
 # Keys of a DetailedActivity that its SummaryActivity doesn't carry (swagger activity.json).
 DETAIL_ONLY = (
@@ -79,13 +98,22 @@ class StravaEmulator(OAuthCodeEmulator):
         self.rotate_refresh = True
         self.limit = (200, 2000)  # overall: 15 minutes, day
         self.read_limit = (100, 1000)  # "non-upload" (every read)
+        self.windows = (900, 86400)  # seconds: multiples since the epoch are :00/:15/:30/:45 and midnight UTC
         self.usage = [0, 0]
+        self.usage_window = [int(time.time() // w) for w in self.windows]  # which windows `usage` counts
         self.activities: dict[int, dict[str, Any]] = {}
         self.routes += [
             ("GET", re.compile(r"/api/v3/athlete"), "athlete", self.rated(self.athlete)),
             ("GET", re.compile(r"/api/v3/athlete/activities"), "activities", self.rated(self.list_activities)),
             ("GET", re.compile(r"/api/v3/activities/(?P<activity_id>[0-9]+)"), "activity", self.rated(self.detail)),
+            ("POST", re.compile(r"/api/v3/push_subscriptions"), "push_create", self.push_create),
+            ("GET", re.compile(r"/api/v3/push_subscriptions"), "push_list", self.push_list),
+            ("DELETE", re.compile(r"/api/v3/push_subscriptions/(?P<ident>[0-9]+)"), "push_delete", self.push_delete),
         ]
+        self.application_id = 4242
+        self.subscriptions: dict[int, dict[str, Any]] = {}
+        self.sign_events = True
+        self.pusher = Pusher(attempts=3, timeout=2.0)
 
     # --- data, for tests --------------------------------------------------------------------------
     def seed(self, first: date, last: date, zone: str = "America/Los_Angeles") -> None:
@@ -105,13 +133,105 @@ class StravaEmulator(OAuthCodeEmulator):
         with self.lock:
             self.activities[int(item["id"])] = copy.deepcopy(item)
 
+    def create(self, item: dict[str, Any]) -> None:
+        """An athlete uploads an activity: stored, and announced."""
+        self.put(item)
+        self.notify("activity", int(item["id"]), "create")
+
     def change(self, activity_id: int, **changes: Any) -> None:
+        """An edit; announced when it touches what Strava announces (title, type, privacy)."""
         with self.lock:
             self.activities[activity_id].update(changes)
+        updates = {}
+        if "name" in changes:
+            updates["title"] = str(changes["name"])
+        if "sport_type" in changes or "type" in changes:
+            updates["type"] = str(changes.get("sport_type") or changes.get("type"))
+        if "private" in changes:
+            updates["private"] = "true" if changes["private"] else "false"
+        if updates:
+            self.notify("activity", activity_id, "update", updates)
 
     def remove(self, activity_id: int) -> None:
         with self.lock:
             del self.activities[activity_id]
+        self.notify("activity", activity_id, "delete")
+
+    def deauthorize(self) -> None:
+        """The athlete revokes the application: every token dies, and Strava says so."""
+        self.revoke_everything()
+        self.notify("athlete", int(self.user_id), "update", {"authorized": "false"})
+
+    # --- push subscriptions and events -------------------------------------------------------------
+    def notify(self, object_type: str, object_id: int, aspect_type: str, updates: dict[str, str] | None = None) -> None:
+        """POST the event to every subscription's callback (none: nothing happens)."""
+        with self.lock:
+            subscriptions = list(self.subscriptions.values())
+        for subscription in subscriptions:
+            event = {
+                "aspect_type": aspect_type,
+                "event_time": int(time.time()),
+                "object_id": object_id,
+                "object_type": object_type,
+                "owner_id": int(self.user_id),
+                "subscription_id": subscription["id"],
+                "updates": updates or {},
+            }
+            self.send(subscription["callback_url"], json.dumps(event).encode())
+
+    def send(self, url: str, body: bytes, signed: bool | None = None) -> list[Any]:
+        """One event as Strava delivers it (a test may send a forged or replayed one)."""
+        sign = self.sign_events if signed is None else signed
+        return self.pusher.post(url, body, lambda: self.signature(body) if sign else {})
+
+    def signature(self, body: bytes, at: int | None = None, secret: str | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if at is None else at)
+        key = (secret or self.client_secret).encode()
+        digest = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return {"X-Strava-Signature": f"t={stamp},v1={digest}"}
+
+    def _app_ok(self, request: Request) -> bool:
+        values = request.values
+        return (values.get("client_id"), values.get("client_secret")) == (self.client_id, self.client_secret)
+
+    def push_create(self, request: Request) -> Response:
+        if not self._app_ok(request):
+            return self.refused("client")
+        callback, token = request.values.get("callback_url", ""), request.values.get("verify_token", "")
+        if not callback or not token:
+            return self.json(
+                fault("PushSubscription", "callback_url" if not callback else "verify_token", "missing"), 400
+            )
+        if self.subscriptions:
+            return self.json(fault("PushSubscription", "", "already exists"), 400)
+        challenge = secrets.token_hex(8)
+        params = {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": token}
+        answer = self.pusher.verify(callback, params, timeout=2.0)
+        if not isinstance(answer, dict) or answer.get("hub.challenge") != challenge:
+            return self.json(fault("PushSubscription", "callback url", "GET to callback URL does not return 200"), 400)
+        ident = 100000 + len(self.log)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.subscriptions[ident] = {
+            "id": ident,
+            "resource_state": 2,
+            "application_id": self.application_id,
+            "callback_url": callback,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        return self.json({"id": ident}, 201)
+
+    def push_list(self, request: Request) -> Response:
+        if not self._app_ok(request):
+            return self.refused("client")
+        return self.json(list(self.subscriptions.values()))
+
+    def push_delete(self, request: Request, ident: str) -> Response:
+        if not self._app_ok(request):
+            return self.refused("client")
+        if self.subscriptions.pop(int(ident), None) is None:
+            return self.json(fault("PushSubscription", "id", "not found", "Resource Not Found"), 404)
+        return Response(status=204)
 
     # --- OAuth shapes ----------------------------------------------------------------------------
     def redirect_extras(self, granted: tuple[str, ...]) -> dict[str, str]:
@@ -159,6 +279,10 @@ class StravaEmulator(OAuthCodeEmulator):
         """Count the call against the app's limits, answer 429 past them, and report usage."""
 
         def wrapped(request: Request, **kwargs: Any) -> Response:
+            for i, seconds in enumerate(self.windows):
+                current = int(time.time() // seconds)
+                if current != self.usage_window[i]:  # a new window: its count starts again
+                    self.usage_window[i], self.usage[i] = current, 0
             self.usage[0] += 1
             self.usage[1] += 1
             limits = [min(a, b) for a, b in zip(self.limit, self.read_limit, strict=True)]

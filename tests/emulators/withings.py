@@ -26,6 +26,15 @@ whose scope the user did not grant), 503 invalid params, 601 too many requests p
 limit, 2554 for an unknown service or action. Faults (any status, HTTP 5xx, malformed JSON) can
 be injected per path.
 
+Notifications (developer.withings.com notification-subscribe and notification-content): `/notify`
+with the user's token, `action=subscribe` (`callbackurl`, `appli`, `comment`; Withings first sends
+a HEAD to the URL and answers status 293 "The callback URL is either unknown or invalid" unless it
+gets a 2xx), `list`, `get`, `revoke`. Adding or changing data (`add_measures`, `update_measures`,
+`delete_group`, `add_workout`, `add_sleep`, `add_activity`, `update_series`, `update_activity`)
+POSTs a form (`userid`, `appli`, `startdate`, `enddate`) to each subscription of that category,
+retried while the answer is 400 or more; `unlink` (the user removes the app) revokes the tokens and
+sends `appli=46`, `action=unlink`.
+
 Where public sources disagree, switches send every shape: `userid_as_int` (the reference types
 `userid` as an integer, replies send a string), `group_timezones` (a `timezone` in each measure
 group, besides the body's), `sleep_efficiency` ("ratio" 0-1 as documented and observed, or
@@ -46,9 +55,11 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import requests
 from werkzeug.wrappers import Request, Response
 
 from . import ServerThread, source_settings
+from .push import Pusher
 
 CLIENT_ID = "wi-client-1"
 CLIENT_SECRET = "wi-secret-1"
@@ -128,6 +139,8 @@ class WithingsEmulator:
         self.activities: dict[str, dict[str, Any]] = {}
         self.recent: deque[float] = deque()
         self._next_id = 1000
+        self.subscriptions: list[dict[str, Any]] = []  # {callbackurl, appli, comment}
+        self.pusher = Pusher(attempts=3, timeout=2.0)
         self.server = ServerThread(self.wsgi)
 
     # --- lifecycle and test controls ----------------------------------------------------------
@@ -235,7 +248,9 @@ class WithingsEmulator:
         }
         if timezone is not None:
             group["timezone"] = timezone
-        return self.add_group(group)
+        self.add_group(group)
+        self._announce_group(group)
+        return grpid
 
     def update_measures(self, grpid: int, measures: dict[int, tuple[int, int]]) -> None:
         """Editing a measure updates its group: same `grpid`, new `modified`."""
@@ -243,10 +258,69 @@ class WithingsEmulator:
             group = self.groups[grpid]
             group["measures"] = [{"value": v, "type": t, "unit": u} for t, (v, u) in measures.items()]
             group["modified"] = int(time.time())
+        self._announce_group(group)
 
     def delete_group(self, grpid: int) -> None:
         with self.lock:
-            del self.groups[grpid]
+            group = self.groups.pop(grpid)
+        self._announce_group(group)
+
+    # --- notifications ---------------------------------------------------------------------------
+    def notify(self, appli: int, **fields: Any) -> None:
+        """POST a notification to every subscription of category `appli` (none: nothing)."""
+        with self.lock:
+            urls = [s["callbackurl"] for s in self.subscriptions if s["appli"] == appli]
+        body = urlencode({"userid": str(USER_ID), "appli": str(appli), **{k: str(v) for k, v in fields.items()}})
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for url in urls:
+            self.pusher.post(url, body.encode(), lambda: form, ok=tuple(range(200, 400)))
+
+    def unlink(self) -> None:
+        """The user removes the application at Withings: its tokens die, and Withings says so."""
+        self.revoke_refresh_tokens()
+        now = int(time.time())
+        self.notify(46, action="unlink", date=now)
+
+    def _announce_group(self, group: dict[str, Any]) -> None:
+        types = {m.get("type") for m in group.get("measures", [])}
+        appli = 4 if types & {9, 10, 11, 54} else 2 if types & {12, 71, 73} else 1
+        self.notify(appli, startdate=group["date"], enddate=group["date"])
+
+    def _announce_row(self, kind: str, row: dict[str, Any]) -> None:
+        if kind == "activity":
+            self.notify(16, date=row["date"])
+        else:
+            self.notify(16 if kind == "workouts" else 44, startdate=row["startdate"], enddate=row["enddate"])
+
+    def _notify_route(self, request: Request, action: str) -> Response:
+        if self._grant_of(request) is None:
+            return _envelope(401, {}, INVALID_TOKEN)
+        values = request.values
+        appli = int(values.get("appli") or 1) if (values.get("appli") or "1").isdigit() else -1
+        url = values.get("callbackurl", "")
+        if action == "subscribe":
+            if not url or appli < 0:
+                return _envelope(503, {}, "Invalid Params")
+            try:
+                reachable = 200 <= requests.head(url, timeout=5).status_code < 300
+            except requests.RequestException:
+                reachable = False
+            if not reachable:
+                return _envelope(293, {}, f"The callback URL '{url}' is either unknown or invalid")
+            with self.lock:
+                self.subscriptions = [s for s in self.subscriptions if (s["callbackurl"], s["appli"]) != (url, appli)]
+                self.subscriptions.append({"callbackurl": url, "appli": appli, "comment": values.get("comment", "")})
+            return _envelope(0, {})
+        if action == "list":
+            with self.lock:
+                profiles = [{**s, "expires": 2147483647} for s in self.subscriptions if s["appli"] == appli]
+            return _envelope(0, {"profiles": profiles})
+        if action == "revoke":
+            with self.lock:
+                kept = [s for s in self.subscriptions if (s["callbackurl"], s["appli"]) != (url, appli)]
+                found, self.subscriptions = len(kept) != len(self.subscriptions), kept
+            return _envelope(0, {}) if found else _envelope(294, {}, "No such subscription")
+        return _envelope(2554, {}, "Not implemented")
 
     def _local_day(self, moment: datetime) -> str:
         return moment.astimezone(ZoneInfo(self.timezone)).date().isoformat()
@@ -269,7 +343,7 @@ class WithingsEmulator:
             "pause_duration": 120,
         }
         row_id = self._id()
-        return self.add_workout_row(
+        self.add_workout_row(
             {
                 "id": row_id,
                 "category": category,
@@ -284,6 +358,8 @@ class WithingsEmulator:
                 "modified": int(time.time()),
             }
         )
+        self._announce_row("workouts", self.workouts[row_id])
+        return row_id
 
     def add_sleep(
         self, start: datetime, end: datetime, *, asleep_s: int, awake_s: int, wakeups: int = 3, **values: Any
@@ -318,7 +394,7 @@ class WithingsEmulator:
         }
         row_id = self._id()
         now = int(time.time())
-        return self.add_sleep_row(
+        self.add_sleep_row(
             {
                 "id": row_id,
                 "timezone": self.timezone,
@@ -333,6 +409,8 @@ class WithingsEmulator:
                 "modified": now,
             }
         )
+        self._announce_row("sleep", self.sleeps[row_id])
+        return row_id
 
     def add_activity(self, day: date, **values: Any) -> str:
         """A day's totals (steps, distance m, soft/moderate/intense/active s, calories (active
@@ -361,19 +439,23 @@ class WithingsEmulator:
             "hr_max": 145,
             **values,
         }
-        return self.add_activity_row(row)
+        self.add_activity_row(row)
+        self._announce_row("activity", row)
+        return row["date"]
 
     def update_series(self, kind: str, row_id: int, **data: Any) -> None:
         with self.lock:
             row = (self.workouts if kind == "workouts" else self.sleeps)[row_id]
             row["data"].update(data)
             row["modified"] = int(time.time())
+        self._announce_row(kind, row)
 
     def update_activity(self, day: date, **values: Any) -> None:
         with self.lock:
             row = self.activities[day.isoformat()]
             row.update(values)
             row["modified"] = int(time.time())
+        self._announce_row("activity", row)
 
     # --- HTTP --------------------------------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -401,6 +483,9 @@ class WithingsEmulator:
             return self._authorize(request)
         if path == "/v2/oauth2" and request.method == "POST" and action == "requesttoken":
             return self._token(request)
+        if path == "/notify":
+            self.calls[f"notify {action}"] += 1
+            return self._notify_route(request, action)
         routes = {
             ("/measure", "getmeas"): self._getmeas,
             ("/v2/measure", "getactivity"): self._getactivity,

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import URLPattern
+from django.utils import timezone
 
+from humanapi_project import metrics
 from sources.models import Connection, SyncOutcome
 from sources.sync import connection_sync
 from tests.factories import make_application
@@ -68,3 +71,17 @@ def test_it_runs_the_demo_end_to_end_on_sqlite(settings: Any) -> None:
     for feed in ("users", "users/activities", "users/activities/summaries", "users/sleeps/summaries"):
         response = client.get(f"{base}/{feed}", HTTP_AUTHORIZATION=basic)
         assert response.status_code == 200 and response.json(), feed
+
+    # The operator's metrics read, and beat folds them, the same way on SQLite.
+    settings.METRICS_TOKEN = "metrics-token-on-sqlite"
+    bearer = {"HTTP_AUTHORIZATION": "Bearer metrics-token-on-sqlite"}
+    scraped = client.get("/metrics", **bearer)
+    assert scraped.status_code == 200
+    assert 'humanapi_sync_runs_total{outcome="succeeded",source="demo"} 1.0' in scraped.content.decode()
+    metrics.fold(timezone.now() + timedelta(hours=1))
+    again = client.get("/metrics", **bearer).content.decode()
+    assert _counters(again) == _counters(scraped.content.decode())
+
+
+def _counters(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("humanapi_") and "seconds " not in line]

@@ -1,8 +1,10 @@
 """Re-encrypt every stored secret with the current (first) key of FIELD_ENCRYPTION_KEYS.
 
 Rotation: put a new key first in FIELD_ENCRYPTION_KEYS and keep the old ones after it, deploy,
-run this command, then drop the old keys. Rows are rewritten in batches, each in a short
-transaction; a row that changed meanwhile is skipped and reported (run the command again).
+run this command, then drop the old keys. Without FIELD_ENCRYPTION_KEYS the key is derived from
+SECRET_KEY: set the new SECRET_KEY with the old one in SECRET_KEY_FALLBACKS, run this command,
+then drop the fallback. Rows are rewritten in batches, each in a short transaction; a row that
+changed meanwhile is skipped and reported (run the command again).
 """
 
 from typing import Any
@@ -17,7 +19,7 @@ from humanapi_project import crypto
 from sources.models import Connection
 
 SEALED_FIELDS: list[tuple[type[models.Model], tuple[str, ...]]] = [
-    (Application, ("webhook_secret_sealed", "source_config_sealed")),
+    (Application, ("webhook_secret_sealed", "client_secret_sealed", "source_config_sealed")),
     (Connection, ("credentials_sealed",)),
     (OAuthState, ("sealed",)),
 ]

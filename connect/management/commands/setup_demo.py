@@ -3,7 +3,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connect.models import Application
 from connect.services import application_create
@@ -22,7 +22,10 @@ class Command(BaseCommand):
             if Application.objects.filter(client_id=known.get("client_id")).exists():
                 self.stdout.write(f"demo application exists ({path})")
                 return
-        created = application_create(name="Demo app", origins=[options["origin"]])
+        try:
+            created = application_create(name="Demo app", origins=[options["origin"]])
+        except ValueError as exc:
+            raise CommandError(f"--origin {exc}") from None
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(created.as_json()))
         path.chmod(0o600)
