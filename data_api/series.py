@@ -193,42 +193,37 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
         items = f"[{','.join(texts)}]".encode()
         ends = list(accumulate((len(t) + 1 for t in texts), initial=0))[1:]
         keys_json = _COMPACT.encode(keys).encode()
-    elif not fresh or (stored.times[-1], stored.slots[-1]) < (times[0], slots[0]):
-        # The usual case, a day growing at its end: the stored columns go first, untouched.
-        items = stored.text[:-1] + f",{','.join(texts)}]".encode() if fresh else stored.text
-        last = stored.ends[-1]
-        ends = [*stored.ends, *(last + e for e in accumulate(len(t) + 1 for t in texts))]
-        keys_json = stored.keys_json[:-1] + b"," + _COMPACT.encode(keys).encode()[1:] if fresh else stored.keys_json
-        times = stored.times + times
-        slots = [*stored.slots, *slots]
+    else:
+        in_order = not fresh or (stored.times[-1], stored.slots[-1]) < (times[0], slots[0])
+        # The stored columns as they are, then the new readings'.
+        joined_times = stored.times + times
+        joined_slots = [*stored.slots, *slots]
         offsets = [*stored.offsets, *offsets]
         field_refs = [*stored.field_refs, *field_refs]
         pair_refs = [*stored.pair_refs, *pair_refs]
         values = stored.values + values
         kinds = bytearray(stored.kinds) + kinds
         other = {**stored.other, **other}
-    else:  # interleaved: every column put in order
-        count = base + len(fresh)
-        times = stored.times + times
-        slots = [*stored.slots, *slots]
-        order = sorted(range(count), key=lambda n: (times[n], slots[n]))
-        every = [stored.item(n) for n in range(base)] + [t.encode() for t in texts]
-        keys_all = json.loads(stored.keys_json) + keys
-        offsets = [*stored.offsets, *offsets]
-        field_refs = [*stored.field_refs, *field_refs]
-        pair_refs = [*stored.pair_refs, *pair_refs]
-        values = stored.values + values
-        kinds = bytearray(stored.kinds) + kinds
-        other = {**stored.other, **other}
-        times, slots, offsets = [times[n] for n in order], [slots[n] for n in order], [offsets[n] for n in order]
-        field_refs, pair_refs = [field_refs[n] for n in order], [pair_refs[n] for n in order]
-        values, kinds = array("d", [values[n] for n in order]), bytearray(kinds[n] for n in order)
-        at = {old: new for new, old in enumerate(order)}
-        other = {str(at[int(n)]): v for n, v in other.items()}
-        chosen = [every[n] for n in order]
-        items = b"[" + b",".join(chosen) + b"]"
-        ends = list(accumulate((len(t) + 1 for t in chosen), initial=0))[1:]
-        keys_json = _COMPACT.encode([keys_all[n] for n in order]).encode()
+        if in_order:  # the usual case, a day growing at its end: nothing to reorder
+            times, slots = joined_times, joined_slots
+            items = stored.text[:-1] + f",{','.join(texts)}]".encode() if fresh else stored.text
+            last = stored.ends[-1]
+            ends = [*stored.ends, *(last + e for e in accumulate(len(t) + 1 for t in texts))]
+            keys_json = stored.keys_json[:-1] + b"," + _COMPACT.encode(keys).encode()[1:] if fresh else stored.keys_json
+        else:  # interleaved: every column put in order
+            order = sorted(range(len(joined_times)), key=lambda n: (joined_times[n], joined_slots[n]))
+            every = [stored.item(n) for n in range(base)] + [t.encode() for t in texts]
+            keys_all = json.loads(stored.keys_json) + keys
+            times, slots = [joined_times[n] for n in order], [joined_slots[n] for n in order]
+            offsets = [offsets[n] for n in order]
+            field_refs, pair_refs = [field_refs[n] for n in order], [pair_refs[n] for n in order]
+            values, kinds = array("d", [values[n] for n in order]), bytearray(kinds[n] for n in order)
+            at = {old: new for new, old in enumerate(order)}
+            other = {str(at[int(n)]): v for n, v in other.items()}
+            chosen = [every[n] for n in order]
+            items = b"[" + b",".join(chosen) + b"]"
+            ends = list(accumulate((len(t) + 1 for t in chosen), initial=0))[1:]
+            keys_json = _COMPACT.encode([keys_all[n] for n in order]).encode()
     count = len(times)
     meta = _COMPACT.encode({"f": field_docs, "p": [list(p) for p in pairs], "o": other}).encode()
     blob = b"".join(

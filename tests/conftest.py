@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.emulators.humanity import HumanityEmulator
 from tests.factories import Persona, make_application, make_human
+from tests.humanity_helpers import humanity_settings
 from tests.live import live_stack  # noqa: F401 - a fixture
 
 
@@ -20,6 +24,15 @@ def charlie(db: None) -> Persona:
     """Another tenant: must never see or change Alice's data."""
     app = make_application("Charlie's app", origins=("http://127.0.0.1:9998",))
     return Persona(app, make_human(app, "charlie-user-1", "charlie-user-1@example.com"))
+
+
+@pytest.fixture
+def humanity(settings: Any) -> Iterator[HumanityEmulator]:
+    """A running Humanity emulator, configured as the source's settings."""
+    emulator = HumanityEmulator().start()
+    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
+    yield emulator
+    emulator.stop()
 
 
 def pytest_report_header() -> list[str]:

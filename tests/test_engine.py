@@ -6,9 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -25,14 +23,6 @@ from tests.humanity_helpers import good_form, humanity_settings, post_connect_fo
 from tests.live import ROOT, stack_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def humanity(settings: Any) -> Iterator[HumanityEmulator]:
-    emulator = HumanityEmulator().start()
-    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
-    yield emulator
-    emulator.stop()
 
 
 def connect(humanity: HumanityEmulator, alice: Persona) -> Connection:

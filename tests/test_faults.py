@@ -59,6 +59,15 @@ def enqueue(stack: LiveStack, connection: Connection) -> None:
     )
 
 
+def wait_for_a_few_days(stack: LiveStack, connection: Connection) -> None:
+    """Until the history sync running on the stack has stored a few days."""
+    wait_until(
+        lambda: Series.objects.filter(connection=connection).count() >= 4,
+        timeout=60,
+        message="the history sync to store a few days:\n" + stack.log_tail(2000),
+    )
+
+
 def runs_of(connection: Connection) -> list[SyncRun]:
     return list(SyncRun.objects.filter(connection=connection).order_by("started_at"))
 
@@ -117,11 +126,7 @@ def test_a_worker_killed_mid_history_sync_is_taken_over_by_its_restart(
 ) -> None:
     connection = demo_connection(alice.human)
     enqueue(stack, connection)
-    wait_until(
-        lambda: Series.objects.filter(connection=connection).count() >= 4,
-        timeout=60,
-        message="the history sync to store a few days:\n" + stack.log_tail(2000),
-    )
+    wait_for_a_few_days(stack, connection)
     kill_tree(stack.processes[1])  # the worker and its pool, mid-sync, with no chance to clean up
     [cut] = runs_of(connection)
     assert cut.outcome == SyncOutcome.RUNNING and cut.kind == SyncKind.HISTORY
@@ -146,11 +151,7 @@ def test_a_sync_whose_database_connection_is_cut_goes_on_from_its_cursor(
 ) -> None:
     connection = demo_connection(alice.human)
     enqueue(stack, connection)
-    wait_until(
-        lambda: Series.objects.filter(connection=connection).count() >= 4,
-        timeout=60,
-        message="the history sync to store a few days:\n" + stack.log_tail(2000),
-    )
+    wait_for_a_few_days(stack, connection)
     with db.cursor() as cursor:  # every other session of the test database: the worker's, the web's
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

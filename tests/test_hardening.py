@@ -168,14 +168,6 @@ def console_log(*debug_loggers: str) -> Iterator[StringIO]:
                 handler.setStream(stream)
 
 
-@pytest.fixture
-def humanity(settings: Any) -> Iterator[HumanityEmulator]:
-    emulator = HumanityEmulator().start()
-    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
-    yield emulator
-    emulator.stop()
-
-
 def humanity_secrets(emulator: HumanityEmulator) -> list[str]:
     with emulator.lock:
         return [*emulator.access, *emulator.refresh, humanity_emulator.CLIENT_SECRET, humanity_emulator.PASSWORD]

@@ -4,7 +4,6 @@ deletions, token refresh (before expiry, on rejection, refused, racing), and bac
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,17 +23,9 @@ from sources.sync import RetryLater, connection_sync, fresh_credentials
 from tests.conftest import Persona
 from tests.emulators.humanity import CLIENT_SECRET, PASSWORD, HumanityEmulator
 from tests.factories import make_application, make_human
-from tests.humanity_helpers import good_form, humanity_settings, offset_text, post_connect_form, seed
+from tests.humanity_helpers import good_form, offset_text, post_connect_form, seed
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def humanity(settings: Any) -> Iterator[HumanityEmulator]:
-    emulator = HumanityEmulator().start()
-    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
-    yield emulator
-    emulator.stop()
 
 
 @pytest.fixture

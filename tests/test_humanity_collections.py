@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,6 @@ from tests.humanity_helpers import good_form, humanity_settings, post_connect_fo
 from tests.live import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def humanity(settings: Any) -> Iterator[HumanityEmulator]:
-    emulator = HumanityEmulator().start()
-    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
-    yield emulator
-    emulator.stop()
 
 
 @pytest.fixture

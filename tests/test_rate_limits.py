@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from tests.conftest import Persona
 from tests.data_api_helpers import access_client, activity, store
 from tests.emulators.humanity import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME, HumanityEmulator
 from tests.factories import make_connection, make_human
-from tests.humanity_helpers import humanity_settings
 from tests.live import start_stack, stop_stack
 from tests.test_connect_oauth import provider, start  # noqa: F401 - `provider` is a fixture
 
@@ -163,14 +162,6 @@ def test_it_limits_syncs_asked_for_per_user_and_application(
 
 
 # --- Connect -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def humanity(settings: Any) -> Iterator[HumanityEmulator]:
-    emulator = HumanityEmulator().start()
-    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, **humanity_settings(emulator)}
-    yield emulator
-    emulator.stop()
 
 
 def session(persona: Persona) -> tuple[Token, str]:
