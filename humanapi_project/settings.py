@@ -317,12 +317,28 @@ if CELERY_BROKER_URL == "filesystem://":
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "humanapi")
 # Webhook deliveries have a queue of their own, so a pool of workers can be given to them
 # (`celery worker -Q <this queue>`) and slow receivers never hold sync slots. A worker started
-# without -Q consumes both queues.
+# without -Q consumes every queue.
 CELERY_NOTIFY_QUEUE = env_str("CELERY_NOTIFY_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-notify")
+# Work someone waits for ("sync now", the fetch a provider's notification asks for) has a queue
+# of its own, which workers take from first (below): it never waits behind queued backfills and
+# scheduled syncs. Checked by a system check (sources.checks): set, and distinct from the others.
+CELERY_INTERACTIVE_QUEUE = env_str("CELERY_INTERACTIVE_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-interactive")
 # Each queue bound to its own exchange and key: sharing a direct exchange and key would put
-# every message in both queues.
-CELERY_TASK_QUEUES = [Queue(q, Exchange(q), routing_key=q) for q in (CELERY_TASK_DEFAULT_QUEUE, CELERY_NOTIFY_QUEUE)]
-CELERY_TASK_ROUTES = {"data_api.tasks.deliver_notification": {"queue": CELERY_NOTIFY_QUEUE}}
+# every message in both queues. A worker started without -Q consumes them all, in this order of
+# precedence (with -Q, in the order listed there).
+CELERY_TASK_QUEUES = [
+    Queue(q, Exchange(q), routing_key=q)
+    for q in dict.fromkeys((CELERY_INTERACTIVE_QUEUE, CELERY_NOTIFY_QUEUE, CELERY_TASK_DEFAULT_QUEUE))
+]
+# A sync goes to the interactive queue when its priority says so (sources.tasks.route_by_priority);
+# retries and sends after a wait for the rate budget keep the priority, so the queue.
+CELERY_TASK_ROUTES = [
+    {
+        "data_api.tasks.deliver_notification": {"queue": CELERY_NOTIFY_QUEUE},
+        "sources.tasks.push_sync": {"queue": CELERY_INTERACTIVE_QUEUE},
+    },
+    "sources.tasks.route_by_priority",
+]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -369,10 +385,14 @@ if BROKER_VISIBILITY_TIMEOUT <= SYNC_CLAIM_TIMEOUT:
     )
 if CELERY_BROKER_URL.split(":", 1)[0] in ("redis", "rediss", "redis+socket"):
     # Each worker looks for such messages every 10 s (kombu's default would be every 100 s).
+    # A worker waits on its queues in the order it consumes them (CELERY_TASK_QUEUES, or its -Q
+    # list) and takes the next message from the first that has one, instead of kombu's default
+    # round robin: interactive work first, then webhook deliveries, then syncs nobody waits for.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
         "unacked_restore_interval": 10,
         "unacked_restore_throttle": 1,
+        "queue_order_strategy": "priority",
     }
 # First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
 # Retry-After is a floor.

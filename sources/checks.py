@@ -73,6 +73,23 @@ def check_public_base_url(app_configs: Sequence[Any] | None = None, **kwargs: An
     return []
 
 
+@checks.register("sources")
+def check_queue_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Interactive syncs need a queue of their own: one shared with the backfills would put them
+    back behind every queued sync."""
+    name = settings.CELERY_INTERACTIVE_QUEUE
+    if not name.strip():
+        return [_error("CELERY_INTERACTIVE_QUEUE must name a queue, got an empty value", "E008")]
+    others = {
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "CELERY_NOTIFY_QUEUE": settings.CELERY_NOTIFY_QUEUE,
+    }
+    clash = [other for other, value in others.items() if value == name]
+    if clash:
+        return [_error(f"CELERY_INTERACTIVE_QUEUE ({name!r}) must differ from {' and '.join(clash)}", "E008")]
+    return []
+
+
 def _url_errors(name: str, value: str) -> list[checks.CheckMessage]:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.match(parts.netloc.split(":")[0]):

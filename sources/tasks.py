@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from celery.app.task import Task
@@ -18,11 +20,25 @@ from django.utils import timezone
 
 from .base import Change
 from .http import backoff_delay
-from .models import Connection, ConnectionStatus
+from .models import Connection, ConnectionStatus, SyncPriority
 from .push import connection_push, prune_push_events, push_maintain
 from .sync import RetryLater, connection_sync
 
 log = logging.getLogger(__name__)
+
+
+def route_by_priority(
+    name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any], **kw: Any
+) -> dict[str, str] | None:
+    """Celery router (CELERY_TASK_ROUTES): a sync someone waits for goes to the interactive
+    queue, which workers take from first; other syncs to the default queue. Every send of the
+    task passes here with its arguments (Connect, beat, a retry, a wait for the rate budget)."""
+    if name != "sources.tasks.sync_connection":
+        return None
+    priority = (kwargs or {}).get("priority") or (args[1] if args and len(args) > 1 else SyncPriority.BACKFILL)
+    if priority == SyncPriority.INTERACTIVE:
+        return {"queue": settings.CELERY_INTERACTIVE_QUEUE}
+    return None
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)

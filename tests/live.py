@@ -139,7 +139,7 @@ def _worker_process(stack: LiveStack, log: Path) -> subprocess.Popen[bytes]:
             "humanapi_project",
             "worker",
             "-Q",
-            f"{queue},{queue}-notify",
+            f"{queue}-interactive,{queue}-notify,{queue}",
             "--concurrency",
             "2",
             "--loglevel",

@@ -665,7 +665,7 @@ def test_it_routes_deliveries_to_their_own_queue() -> None:
     assert sync["queue"].name == settings.CELERY_TASK_DEFAULT_QUEUE != settings.CELERY_NOTIFY_QUEUE
     # Two queues bound with the same exchange and key would each receive every message.
     bindings = {(q.exchange.name, q.routing_key) for q in app.amqp.queues.values()}
-    assert len(bindings) == len(app.amqp.queues) == 2
+    assert len(bindings) == len(app.amqp.queues) == 3
 
 
 def changes(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
