@@ -3,26 +3,34 @@
 Two runs, each in a database of its own on DATABASE_URL's server (dropped at the end), with a
 real stack: gunicorn (as the README runs it), a Celery worker for syncs, one for webhook
 deliveries, and beat, over Redis (BENCH_REDIS_URL, else TEST_REDIS_URL, else db 0 on
-127.0.0.1), against the Strava and Oura emulators over HTTP. One user of one Application is
-connected to both; the Application's notify URL is a receiver checking each signature.
+127.0.0.1), against the Strava, Oura, Withings and Google Health (source `fitbit`) emulators
+over HTTP. One user of one Application is connected to all of them; the Application's notify URL
+is a receiver checking each signature.
 
-A change is a new activity uploaded at the emulator (a Strava activity, an Oura workout). For each,
-from the moment it is made: (a) until the Data API, polled over HTTP every 50 ms with the user's
-access token, serves it; (b) until the receiver has the `data.updated` event of the run that
-stored it (the first of that source whose `changedAt` is not before the record's `updatedAt`).
+A change is a new activity made at the emulator: a Strava activity uploaded, an Oura workout, a
+Withings workout (notified as `appli=16` with its `startdate`/`enddate`), a Google Health
+exercise session (an `UPSERT` notification of `exercise` over its interval). For each, from the
+moment it is made: (a) until the Data API, polled over HTTP every 50 ms with the user's access
+token, serves it; (b) until the receiver has the `data.updated` event of the run that stored it
+(the first of that source whose `changedAt` is not before the record's `updatedAt`).
 
-- `push`: PUBLIC_BASE_URL set; the worker makes the subscriptions as it starts and each emulator
-  POSTs a signed notification as the change is made. The changes are made one source at a time
-  each (Strava and Oura side by side), the next when both (a) and (b) came.
+- `push`: PUBLIC_BASE_URL set; the worker makes the application subscriptions as it starts
+  (Strava, Oura), Withings' per-user ones once the user is connected (the push check, run here
+  as beat would), and Google Health's subscriber is made as its operator would (the emulator's
+  two verification POSTs). Each emulator POSTs its documented notification as the change is made.
+  The changes are made one at a time per source (the four sources side by side), the next when
+  both (a) and (b) came.
 - `polling`: no subscriptions; SYNC_INTERVAL=<--interval> (60 s, its minimum) with BEAT_INTERVAL=1.
-  The same changes are made spread over one interval; each is seen at the next scheduled sync,
-  so this figure scales with SYNC_INTERVAL (the default is 3600 s).
+  The same kind of changes are made spread over one interval; each is seen at the next scheduled
+  sync, so this figure scales with SYNC_INTERVAL (the default is 3600 s). Only the sources that
+  follow SYNC_INTERVAL are measured: a plugin with its own schedule (`sync_interval`, Withings
+  and Google Health: 3600 s) is named with it, not waited for.
 
 In both runs the limits a single user this busy would reach are raised (the Data API's per-user
-and per-app limits, RATE_LIMIT_PUSH_PER_CONNECTION, the Strava application's limit at the
-emulator and as declared): what is measured is the path, not the limits.
+and per-app limits, RATE_LIMIT_PUSH_PER_CONNECTION, the Strava, Withings and Google Health limits
+at the emulators and as declared): what is measured is the path, not the limits.
 
-Last line: `webhook_p99_s=<x> polling_p99_s=<y>` (receiver-side p99 of each run).
+Last line: `webhook_p99_s=<x> polling_p99_s=<y>` (receiver-side p99 of each run, all sources).
 
 Usage: bench/latency [--changes N] [--interval S] [--timeout S]
 """
@@ -51,7 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import admin, bench_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("strava", "oura")
+SOURCES = ("strava", "oura", "withings", "fitbit")
+GOOGLE_SECRET = "bench-latency-google-subscriber-secret"  # what the operator gives the subscriber
+WITHINGS_APPLIS = 6  # the categories a connection is subscribed to (1, 2, 4, 16, 44, 46)
 HISTORY_DAYS = 3
 CALLBACK = "http://127.0.0.1:8000/connect/oauth/callback"
 POLL_EVERY = 0.05  # seconds between two reads of the Data API, per source
@@ -115,7 +125,8 @@ def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.P
              "--access-logfile", "-"],
             env, logs / "web.log",
         ),
-        spawn([*celery, "worker", "-Q", queue, "--concurrency", "4", "-n", "sync@%h", *quiet], env, logs / "sync.log"),
+        spawn([*celery, "worker", "-Q", f"{queue}-interactive,{queue}", "--concurrency", "4", "-n", "sync@%h", *quiet],
+              env, logs / "sync.log"),
         spawn([*celery, "worker", "-Q", f"{queue}-notify", "--concurrency", "2", "-n", "notify@%h", *quiet],
               env, logs / "notify.log"),
         spawn([*celery, "beat", "-s", str(logs / "beat-schedule")], env, logs / "beat.log"),
@@ -179,6 +190,15 @@ def updated_events(receiver: Any) -> list[tuple[str, float, float]]:
     return found
 
 
+def source_key(item: dict[str, Any]) -> str:
+    """The provider's id of a served activity: `id` in its sourceData (Strava, Oura, Withings), or
+    the last part of a Google Health data point's name."""
+    data = item.get("sourceData") or {}
+    if "id" in data:
+        return str(data["id"])
+    return str(data.get("name") or data.get("dataPointName") or "").rsplit("/", 1)[-1]
+
+
 def match(changes: list[Change], receiver: Any) -> None:
     events = updated_events(receiver)
     for change in changes:
@@ -194,11 +214,11 @@ class Poller:
     """Reads each source's activities over HTTP every POLL_EVERY seconds while a change of it
     is not served yet, and notes when each is."""
 
-    def __init__(self, base: str, token: str, changes: list[Change]) -> None:
+    def __init__(self, base: str, token: str, changes: list[Change], sources: tuple[str, ...]) -> None:
         self.base, self.token, self.changes = base, token, changes
         self.stop = threading.Event()
         self.errors = 0
-        self.threads = [threading.Thread(target=self.poll, args=(s,), daemon=True) for s in SOURCES]
+        self.threads = [threading.Thread(target=self.poll, args=(s,), daemon=True) for s in sources]
         for thread in self.threads:
             thread.start()
 
@@ -218,7 +238,7 @@ class Poller:
                 if answer is None or answer.status_code != 200:
                     self.errors += 1
                 else:
-                    items = {str(item["sourceData"]["id"]): item for item in answer.json()}
+                    items = {source_key(item): item for item in answer.json()}
                     for change in pending:
                         if change.key in items:
                             change.served, change.stored = now, epoch(items[change.key]["updatedAt"])
@@ -232,9 +252,11 @@ class Poller:
 
 def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     sys.path.insert(0, str(ROOT))
+    from tests.emulators.google_health import GoogleHealthEmulator
     from tests.emulators.oura import OuraEmulator, workout
     from tests.emulators.strava import StravaEmulator, synthetic
     from tests.emulators.webhook_receiver import running_receiver
+    from tests.emulators.withings import WithingsEmulator
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulators' access logs
     today = datetime.now(UTC).date()
@@ -245,6 +267,8 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     oura = OuraEmulator()
     oura.start()
     oura.seed(today - timedelta(days=HISTORY_DAYS - 1), today)
+    withings = WithingsEmulator(page_size=100, rate_limit_per_minute=10**7).start()
+    google = GoogleHealthEmulator(rate_limit_per_minute=10**7).start()
     logs = Path(tempfile.mkdtemp(prefix=f"bench-latency-{mode}-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -254,6 +278,9 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
         **os.environ,
         **strava.source_settings(HISTORY_DAYS),
         **oura.source_settings(HISTORY_DAYS),
+        **withings.source_settings(HISTORY_DAYS),
+        **google.source_settings(HISTORY_DAYS),
+        "SOURCE_FITBIT_PUSH_SECRET": GOOGLE_SECRET,
         "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-latency-secret",
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -268,6 +295,9 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
         "RATE_LIMIT_DATA_PER_APP": "1000000000",
         "RATE_LIMIT_PUSH_PER_CONNECTION": "1000000000",
         "SOURCE_STRAVA_RATE_LIMITS": "1000000/900,10000000/86400",
+        "SOURCE_WITHINGS_RATE_LIMITS": "10000000/60",
+        "SOURCE_FITBIT_RATE_LIMITS": "10000000/60",
+        "SOURCE_FITBIT_USER_RATE_LIMITS": "10000000/60",
     }
     if mode == "push":
         env.update(PUBLIC_BASE_URL=base, PUSH_ENABLED="1")
@@ -284,6 +314,13 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     from connect.models import Application, Token, TokenKind
     from connect.services import application_create, human_for_session
     from sources.models import Connection, PushStatus, PushSubscription
+    from sources.push import callback_url, push_maintain
+    from sources.registry import get_plugin
+
+    # Polling measures the sources that follow SYNC_INTERVAL; a plugin's own schedule is named.
+    plugins = {s: get_plugin(s) for s in SOURCES}
+    own_schedule = {s: p.sync_interval for s, p in plugins.items() if p is not None and p.sync_interval}
+    measured = SOURCES if mode == "push" else tuple(s for s in SOURCES if s not in own_schedule)
 
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -300,14 +337,22 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
         human = human_for_session(created.application, "latency-user", "latency-user@example.com")
         with running_receiver(created.webhook_secret) as receiver:
             Application.objects.filter(pk=created.application.pk).update(notify_url=receiver.url)
-            ids = [connect(human, slug).pk for slug in SOURCES]
+            ids = [connect(human, slug).pk for slug in measured]
             settled = Connection.objects.filter(
                 pk__in=ids, history_synced_at__isnull=False, sync_claimed_at__isnull=True
             )
             wait_for(lambda: settled.count() == len(ids), 120, "the history syncs", logs)
+            if mode == "push":
+                # Withings: the push check (beat's, every PUSH_CHECK_INTERVAL) subscribes the new
+                # connection with its token; Google Health: the operator's subscriber.
+                push_maintain()
+                wait_for(lambda: len(withings.subscriptions) == WITHINGS_APPLIS, 60, "the Withings subscriptions", logs)
+                if not google.subscribe(callback_url("fitbit"), "Bearer " + GOOGLE_SECRET):
+                    raise RuntimeError("the Google Health subscriber was not verified")
+                wait_for(lambda: settled.count() == len(ids), 60, "the subscription runs", logs)
             _, token = Token.mint(kind=TokenKind.ACCESS, human=human, ttl=3600)
             changes: list[Change] = []
-            poller = Poller(base, token, changes)
+            poller = Poller(base, token, changes, measured)
             began = time.monotonic()
             now = datetime.now(UTC).replace(microsecond=0)
 
@@ -319,12 +364,23 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
                     changes.append(change)
                     change.t0 = time.time()
                     strava.create(item)  # announced to the subscription, if there is one
-                else:
+                elif source == "oura":
                     document = {**workout(start.date(), start, n), "id": f"bench-workout-{n}"}
                     change = Change(source, document["id"])
                     changes.append(change)
                     change.t0 = time.time()
                     oura.put("workout", document)
+                elif source == "withings":
+                    change = Change(source, str(40_000_000 + n))
+                    changes.append(change)
+                    change.t0 = time.time()
+                    withings.add_workout(start, 30 + n % 30, category=(1, 2, 6)[n % 3], row_id=int(change.key))
+                else:
+                    change = Change(source, str(50_000_000_000 + n))
+                    changes.append(change)
+                    change.t0 = time.time()
+                    kind = ("RUNNING", "WALKING", "BIKING")[n % 3]
+                    google.add_exercise(start, 30 + n % 30, kind=kind, point_id=change.key)
                 return change
 
             if mode == "push":
@@ -337,10 +393,10 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
                             match([change], receiver)
                             time.sleep(0.02)
 
-                half = changes_wanted // len(SOURCES)
+                share = changes_wanted // len(measured)
                 threads = [
-                    threading.Thread(target=one_at_a_time, args=(s, range(i * half, (i + 1) * half)))
-                    for i, s in enumerate(SOURCES)
+                    threading.Thread(target=one_at_a_time, args=(s, range(i * share, (i + 1) * share)))
+                    for i, s in enumerate(measured)
                 ]
                 for thread in threads:
                     thread.start()
@@ -350,7 +406,7 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
                 spacing = interval / changes_wanted
                 for n in range(changes_wanted):
                     time.sleep(max(0.0, began + n * spacing - time.monotonic()))
-                    make(n, SOURCES[n % len(SOURCES)])
+                    make(n, measured[n % len(measured)])
                 deadline = time.monotonic() + interval + timeout
                 while time.monotonic() < deadline:
                     match(changes, receiver)
@@ -360,8 +416,14 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
             poller.close()
             match(changes, receiver)
             elapsed = time.monotonic() - began
-        result: dict[str, Any] = {"elapsed": elapsed, "errors": poller.errors, "api": {}, "receiver": {}}
-        for source in SOURCES:
+        result: dict[str, Any] = {
+            "elapsed": elapsed,
+            "errors": poller.errors,
+            "api": {},
+            "receiver": {},
+            "own_schedule": {s: v for s, v in own_schedule.items() if s not in measured},
+        }
+        for source in measured:
             mine = [c for c in changes if c.source == source]
             result["api"][source] = [c.served - c.t0 if c.served else None for c in mine]
             result["receiver"][source] = [c.received - c.t0 if c.received else None for c in mine]
@@ -370,10 +432,12 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
         stop_stack(processes)
         strava.stop()
         oura.stop()
+        withings.stop()
+        google.stop()
         import redis
 
         client = redis.Redis.from_url(redis_url)
-        client.delete(queue, f"{queue}-notify")
+        client.delete(queue, f"{queue}-notify", f"{queue}-interactive")
         from django.db import connection as db
 
         db.close()
@@ -395,8 +459,9 @@ def report(title: str, result: dict[str, Any]) -> float:
     print(title)
     print(f"  {'source':8} {'changes':>7}   {'Data API p50 / p99 (s)':>24}   {'receiver p50 / p99 (s)':>24}")
     receiver_p99 = float("nan")
-    for source in (*SOURCES, "all"):
-        pick = SOURCES if source == "all" else (source,)
+    measured = tuple(result["api"])
+    for source in (*measured, "all"):
+        pick = measured if source == "all" else (source,)
         api = [v for s in pick for v in result["api"][s]]
         got = [v for s in pick for v in result["receiver"][s]]
         a50, a99, a_missing = percentiles(api)
@@ -404,6 +469,8 @@ def report(title: str, result: dict[str, Any]) -> float:
         note = f"   (never came: {a_missing} served, {r_missing} notified)" if a_missing or r_missing else ""
         print(f"  {source:8} {len(api):>7}   {a50:>11.2f} / {a99:<10.2f}   {r50:>11.2f} / {r99:<10.2f}{note}")
         receiver_p99 = r99
+    for source, seconds in result.get("own_schedule", {}).items():
+        print(f"  {source:8} not measured: polled every {seconds} s by its own schedule, whatever SYNC_INTERVAL")
     print(f"  ({result['elapsed']:.0f} s; {result['errors']} Data API reads failed)")
     return receiver_p99
 

@@ -5,8 +5,9 @@ request is authenticated and read by the source's plugin (`push_read`), answered
 each change it announces is handed to a worker, which fetches what changed (`fetch_changed`)
 through the sync engine: the connection's claim, the idempotent upsert, a `push` SyncRun, the
 app's webhooks. Nothing in a notification is trusted beyond the pointer it is: the object is
-always fetched afresh, a deletion is believed when the provider no longer has the object, and a
-withdrawn access when the provider refuses the connection's credentials.
+always fetched afresh, a deletion is believed when the provider no longer has the object (or no
+longer lists it in a span the notification said changed), and a withdrawn access when the
+provider refuses the connection's credentials.
 
 The subscriptions themselves are made, checked, repaired and renewed by `push_maintain`, at
 worker start and by beat: one per application (Strava, Oura), or one per connection made with
@@ -78,6 +79,11 @@ PENDING_TIMEOUT = timedelta(minutes=5)  # a creation left pending this long (a k
 UNSUPPORTED_RETRY = timedelta(days=1)  # a topic the provider refused is asked for again this often
 SEEN_FOR = timedelta(days=1)  # delivery keys are kept this long
 SUBSCRIBED_KEY = "~push"  # the engine's part of a per-user source's cursor: the callback it subscribed
+# A change whose notification names a span in which data was created, changed or deleted without
+# saying which (Withings' categories). Like a `delete`, it vouches for every window re-read for it:
+# one that comes back empty is certain, not one of the doubtful empty answers polling waits on.
+SPAN = "span"
+CERTAIN_WINDOWS = frozenset({"delete", SPAN})
 
 
 def token_hash(token: str) -> str:
@@ -169,6 +175,20 @@ def hook_receive(
     return 200, {"received": handed}
 
 
+def subscribe_on_connect(connection_id: str, slug: str) -> None:
+    """A connection of a per-user source (Withings) is subscribed as soon as it is made, not at
+    beat's next check of the subscriptions (PUSH_CHECK_INTERVAL): until then it would only be
+    polled. The subscription runs on the interactive queue, under the connection's claim."""
+    if not settings.PUSH_ENABLED or not settings.PUBLIC_BASE_URL:
+        return
+    plugin = push_plugin(slug)
+    if plugin is None or not plugin.push_per_user or plugin.push_by_operator:
+        return
+    if callback_url(slug).startswith("http://") and not settings.ALLOW_HTTP_PROVIDERS:
+        return  # as push_maintain: providers call https only
+    enqueue_push(connection_id, Change("", "", SUBSCRIBE))
+
+
 def enqueue_push(connection_id: str, change: Change) -> None:
     """Hand a change to the workers. A broker that can't be reached makes the connection due
     for beat's next full sync instead: the change is not lost."""
@@ -210,7 +230,7 @@ def _apply(
                 connection.cursor = _store_page(connection, plugin, ctx, page, totals)
                 ctx.cursor = dict(connection.cursor)
                 _delete_gone(connection, page.gone, totals)
-                if change.operation == "delete" and page.window is not None:
+                if change.operation in CERTAIN_WINDOWS and page.window is not None:
                     newly = [kind for kind in kinds if totals.of(kind).held > held[kind]]
                     _delete_confirmed(connection, page.window, newly, totals)
             totals.fetched.update(totals.counts)
@@ -224,7 +244,10 @@ def _apply(
 
 def _delete_gone(connection: Connection, gone: list[tuple[str, str]], totals: RunTotals) -> None:
     """Delete the records a notification's object made, now that the provider no longer has it;
-    written only while the run holds the claim."""
+    written only while the run holds the claim. A record is the object's by its external id, or,
+    where none has that id, by the `id` its sourceData keeps: records filed under something else
+    than the provider's object id (Oura's daily totals, under their day) are found so. A record
+    of that day since made of another object (one that replaced it) keeps another id: it stays."""
     if not gone:
         return
     with transaction.atomic():
@@ -233,16 +256,18 @@ def _delete_gone(connection: Connection, gone: list[tuple[str, str]], totals: Ru
         for kind, external_id in gone:
             if kind in SERIES:  # no provider announces single readings of a series
                 continue
-            deleted, _ = StoredRecord.objects.filter(
-                connection_id=connection.pk, type=kind, external_id=stored_id(external_id)
-            ).delete()
+            mine = StoredRecord.objects.filter(connection_id=connection.pk, type=kind)
+            deleted, _ = mine.filter(external_id=stored_id(external_id)).delete()
+            if not deleted:
+                deleted, _ = mine.filter(source_data__id=external_id).delete()
             if deleted:
                 totals.add(kind, deleted=deleted)
 
 
 def _delete_confirmed(connection: Connection, window: Window, kinds: list[str], totals: RunTotals) -> None:
-    """A window the provider announced a deletion in came back empty: certain, not one of the
-    doubtful empty answers the engine holds until they repeat. What it held is deleted."""
+    """A window the provider announced a deletion in (or a change of any kind, `SPAN`) came back
+    empty: certain, not one of the doubtful empty answers the engine holds until they repeat.
+    What it held is deleted."""
     if not kinds:
         return
     with transaction.atomic():

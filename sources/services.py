@@ -76,6 +76,12 @@ def audit_connection(
     )
 
 
+def _subscribe(connection_id: str, slug: str) -> None:
+    from .push import subscribe_on_connect  # push needs this module (as tasks does, for enqueue_sync)
+
+    subscribe_on_connect(connection_id, slug)
+
+
 def connection_store(*, human: Human, slug: str, credentials: Credentials, request: HttpRequest | None) -> Connection:
     now = timezone.now()
     with transaction.atomic():
@@ -96,6 +102,7 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         connection.save()
         audit_connection("connection.connected", connection, Actor.END_USER, request, reconnect=not created)
         transaction.on_commit(lambda: enqueue_sync(connection.pk))
+        transaction.on_commit(lambda: _subscribe(connection.pk, slug))
         transaction.on_commit(lambda: notify_connection_event(connection, "source.connected"))
     return connection
 

@@ -5,6 +5,7 @@ changed; the Data API serves it and the app's receiver gets `data.updated`."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import io
@@ -24,10 +25,12 @@ from django.utils import timezone
 
 from connect.models import Application, AuditEntry, Token, TokenKind
 from data_api.models import Record
+from sources import push
 from sources.base import SUBSCRIBE, Change, Credentials
 from sources.http import ProviderHttp
 from sources.models import Connection, ConnectionStatus, PushEvent, PushStatus, PushSubscription, SyncRun
 from sources.oauth import OAuth2CodeSource, pkce_pair
+from sources.providers import withings as withings_plugin
 from sources.push import callback_url, connection_push, push_maintain, token_hash
 from sources.registry import get_plugin
 from sources.services import connection_store
@@ -38,6 +41,7 @@ from tests.emulators.oura import OuraEmulator, document_id, workout
 from tests.emulators.strava import StravaEmulator, synthetic
 from tests.emulators.webhook_receiver import WebhookReceiver, running_receiver
 from tests.emulators.withings import WithingsEmulator
+from tests.factories import make_application, make_human
 from tests.live import LiveStack, free_port, start_stack, stop_stack, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -451,11 +455,15 @@ def test_google_health_verification_and_notified_intervals(
 
     weight = wait_until(lambda: Record.objects.filter(connection=connection, type="weight").first(), timeout=30)
     assert weight.value == 71.5
+    # Announced with the very body of the addition (UPSERT, the same instant): a change all the same.
+    google.update("weight", point, weightGrams=72000)
+    wait_until(lambda: Record.objects.get(connection=connection, type="weight").value == 72.0, timeout=30)
     google.delete("weight", point)  # a DELETE notification: the re-read window comes back empty
     wait_until(lambda: not Record.objects.filter(connection=connection, type="weight").exists(), timeout=30)
-    runs = wait_until(lambda: len(push_runs(connection)) == 2 and push_runs(connection), timeout=30)
-    assert runs[0].counts["weight"]["created"] == 1 and runs[1].counts["weight"]["deleted"] == 1
-    wait_until(lambda: len(updated_events(receiver, "fitbit")) == 2, timeout=30)
+    runs = wait_until(lambda: len(push_runs(connection)) == 3 and push_runs(connection), timeout=30)
+    assert runs[0].counts["weight"]["created"] == 1 and runs[1].counts["weight"]["updated"] == 1
+    assert runs[2].counts["weight"]["deleted"] == 1
+    wait_until(lambda: len(updated_events(receiver, "fitbit")) == 3, timeout=30)
 
     note = json.dumps([{"data": {"healthUserId": "someone-else", "dataType": "weight", "operation": "UPSERT"}}])
     secret = {"Authorization": GOOGLE_SECRET, "Content-Type": "application/json"}
@@ -463,6 +471,147 @@ def test_google_health_verification_and_notified_intervals(
     assert requests.post(hook, data=note, timeout=5).status_code == 401
     assert requests.post(hook, data="{", headers=secret, timeout=5).status_code == 400
     assert requests.post(hook, data=note, headers=secret, timeout=5).json() == {"received": 0}  # not a user here
+
+
+# --- deletions through push --------------------------------------------------------------------------
+
+
+def served(stack: LiveStack, persona: Persona, path: str, **params: str) -> list[dict[str, Any]]:
+    """A Data API list of the Human's, as the running server serves it."""
+    _, token = Token.mint(kind=TokenKind.ACCESS, human=persona.human, ttl=600)
+    answer = requests.get(
+        stack.url(f"/v1/human/{path}"),
+        params={"limit": "500", **params},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return list(answer.json())
+
+
+def deleted_events(receiver: WebhookReceiver, source: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in updated_events(receiver, source) if e["dataTypes"].get(kind, {}).get("deleted")]
+
+
+def test_withings_deletions_are_read_from_the_notified_span(
+    pushing: LiveStack, withings: WithingsEmulator, alice: Persona, receiver: WebhookReceiver
+) -> None:
+    assert withings_plugin.SPAN == push.SPAN  # the operation the engine takes as certain
+    connection = connect(alice, "withings")
+    run = connection_push(connection_id=connection.pk, change=Change("", "", SUBSCRIBE))
+    assert run is not None and run.outcome == "succeeded"
+    now = datetime.now(UTC).replace(microsecond=0)
+    weighed = withings.add_measures(now - timedelta(hours=3), {1: (80100, -3)})
+    pressure = withings.add_measures(now - timedelta(hours=2), {10: (128, 0), 9: (82, 0), 11: (64, 0)})
+    today = now.date()
+    withings.add_activity(today - timedelta(days=1), steps=4321)
+    withings.add_activity(today - timedelta(days=2), steps=8765)
+    kinds = ("weight", "blood_pressure", "activity_summaries")  # (heart rate is kept as a series)
+    wait_until(
+        lambda: (
+            all(Record.objects.filter(connection=connection, type=k).exists() for k in kinds)
+            and served(pushing, alice, "heart_rate/readings", source="withings")
+        ),
+        timeout=30,
+        message="the notified measures and daily totals",
+    )
+    assert served(pushing, alice, "blood_pressure/readings", source="withings")[0]["systolic"] == 128
+
+    # A measure group deleted: Withings names its span, which now holds nothing: certain.
+    withings.delete_group(pressure)
+
+    wait_until(lambda: not served(pushing, alice, "blood_pressure/readings", source="withings"), timeout=30)
+    assert not served(pushing, alice, "heart_rate/readings", source="withings")  # the group's pulse too
+    weights = served(pushing, alice, "weight/readings", source="withings")
+    assert str(weighed) in {str(w["sourceData"]["grpid"]) for w in weights}  # outside the span: kept
+    [run] = wait_until(
+        lambda: [r for r in push_runs(connection) if r.counts.get("blood_pressure", {}).get("deleted")], timeout=30
+    )
+    assert run.counts["blood_pressure"]["deleted"] == 1 and run.counts["heart_rate"]["deleted"] == 1
+    event = wait_until(lambda: deleted_events(receiver, "withings", "blood_pressure"), timeout=30)[0]
+    assert event["dataTypes"]["heart_rate"]["deleted"] == 1
+
+    # A day's totals deleted: the days around it are read again, the one gone goes.
+    withings.delete_activity(today - timedelta(days=1))
+
+    def days() -> set[str]:
+        return {s["date"] for s in served(pushing, alice, "activities/summaries", source="withings")}
+
+    wait_until(lambda: (today - timedelta(days=1)).isoformat() not in days(), timeout=30)
+    assert (today - timedelta(days=2)).isoformat() in days()
+    assert not Record.objects.filter(
+        connection=connection, type="activity_summaries", external_id=str(today - timedelta(days=1))
+    ).exists()
+    event = wait_until(lambda: deleted_events(receiver, "withings", "activity_summaries"), timeout=30)[0]
+    assert event["dataTypes"]["activity_summaries"]["deleted"] == 1
+    runs = wait_until(
+        lambda: [r for r in push_runs(connection) if r.counts.get("activity_summaries", {}).get("deleted")],
+        timeout=30,
+    )
+    assert [r.counts["activity_summaries"]["deleted"] for r in runs] == [1]
+
+
+@pytest.mark.parametrize(
+    ("form", "span"),
+    [
+        ("startdate=1700000000&enddate=1700000600", "1700000000/1700000600"),
+        ("date=1700000000", "1700000000/1700000000"),
+        # A local day: every instant it covers in some zone (UTC+14 .. UTC-12).
+        ("date=2023-11-14", f"{1699920000 - 14 * 3600}/{1699920000 + 36 * 3600 - 1}"),
+        ("startdate=1700000600&enddate=1700000000", ""),  # reversed
+        (f"startdate=1700000000&enddate={1700000000 + 32 * 86400}", ""),  # over a month
+        ("date=2023-13-40", ""),
+        ("date=0001-01-01", ""),
+        ("startdate=1&enddate=99999999999", ""),
+        ("", ""),
+    ],
+)
+def test_a_withings_notification_is_read_for_its_span(form: str, span: str) -> None:
+    plugin = withings_plugin.WithingsSource({})
+    now = datetime.now(UTC)
+    body = f"userid=3021977&appli=16&{form}".encode()
+
+    batch = plugin.push_read(headers={}, body=body, now=now, max_age=300)
+
+    operation = push.SPAN if span else "update"
+    assert [n.change for n in batch.notices] == [Change(k, span, operation) for k in ("workouts", "activity")]
+    again = plugin.push_read(headers={}, body=body, now=now + timedelta(microseconds=1), max_age=300)
+    assert again.key != batch.key  # the same body later is another notification (a deletion, say)
+
+
+def test_oura_daily_totals_deleted_at_oura_go_through_push(
+    pushing: LiveStack, oura: OuraEmulator, alice: Persona, receiver: WebhookReceiver
+) -> None:
+    connection = connect(alice, "oura")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    first = document_id("daily_activity", day)
+    row = Record.objects.get(connection=connection, type="activity_summaries", external_id=day.isoformat())
+    assert row.source_data["id"] == first  # filed under its day, the document id kept in sourceData
+
+    def steps() -> Any:
+        summaries = served(pushing, alice, "activities/summaries", source="oura")
+        return next((s["steps"] for s in summaries if s["date"] == day.isoformat()), None)
+
+    # Oura makes the day again: a new document for it, then the old one deleted. The day stays.
+    oura.put(
+        "daily_activity", {**copy.deepcopy(oura.documents["daily_activity"][first]), "id": "redone-1", "steps": 23456}
+    )
+    wait_until(lambda: steps() == 23456, timeout=30)
+    oura.remove("daily_activity", first)
+    runs = wait_until(lambda: len(push_runs(connection)) == 2 and push_runs(connection), timeout=30)
+    assert runs[1].outcome == "succeeded" and not runs[1].counts.get("activity_summaries", {}).get("deleted")
+    assert steps() == 23456
+
+    oura.remove("daily_activity", "redone-1")  # now the day's totals are gone at Oura
+
+    wait_until(lambda: steps() != 23456, timeout=30)
+    assert not Record.objects.filter(
+        connection=connection, type="activity_summaries", external_id=day.isoformat()
+    ).exists()
+    runs = wait_until(lambda: len(push_runs(connection)) == 3 and push_runs(connection), timeout=30)
+    assert runs[2].counts["activity_summaries"]["deleted"] == 1
+    event = wait_until(lambda: deleted_events(receiver, "oura", "activity_summaries"), timeout=30)[0]
+    assert event["dataTypes"]["activity_summaries"]["deleted"] == 1
 
 
 # --- subscriptions, verification, the schedule ----------------------------------------------------
@@ -596,3 +745,32 @@ def test_a_malformed_public_base_url_fails_the_system_checks(settings: Any, valu
     settings.PUBLIC_BASE_URL = value
     messages = [m.msg for m in checks.run_checks(tags=["sources"]) if m.is_serious()]
     assert any("PUBLIC_BASE_URL" in m for m in messages), messages
+
+
+def test_a_new_per_user_connection_is_subscribed_at_once_not_at_the_next_check(
+    withings: WithingsEmulator, strava: StravaEmulator, oura: OuraEmulator, google: GoogleHealthEmulator, settings: Any
+) -> None:
+    from tests.test_queue_priority import sent_to
+
+    if not settings.CELERY_BROKER_URL.startswith("memory://"):
+        pytest.skip("reads the messages off the in-process broker")
+    for key, value in push_env(strava, oura, withings, google, "http://127.0.0.1:9").items():
+        if key.startswith("SOURCE_"):
+            settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, key: value}
+    settings.PUBLIC_BASE_URL, settings.ALLOW_HTTP_PROVIDERS = "http://127.0.0.1:9", True
+    interactive = settings.CELERY_INTERACTIVE_QUEUE
+    sent_to(interactive)  # what other tests left there
+    app = make_application("Subscribed at once")
+    credentials = Credentials(data={"access_token": "a", "refresh_token": "r"}, external_user_id="w-1")
+
+    human = make_human(app, "user-1", "user-1@example.com")
+    withings_connection = connection_store(human=human, slug="withings", credentials=credentials, request=None)
+    connection_store(human=human, slug="strava", credentials=credentials, request=None)  # one per application: none
+
+    assert sent_to(interactive) == [
+        ("sources.tasks.push_sync", [withings_connection.pk, Change("", "", SUBSCRIBE).as_json()])
+    ]
+    settings.PUBLIC_BASE_URL = ""  # push not set up here: polled only, nothing to subscribe
+    other = make_human(app, "user-2", "user-2@example.com")
+    connection_store(human=other, slug="withings", credentials=credentials, request=None)
+    assert sent_to(interactive) == []

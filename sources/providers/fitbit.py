@@ -371,7 +371,10 @@ class FitbitSource(OAuth2CodeSource):
             parsed = json.loads(body)
         except ValueError:
             raise PushRefused("the notification is not JSON", 400) from None
-        key = hashlib.sha256(body).hexdigest()
+        # No delivery id is documented, and a point changed twice is announced twice with the same
+        # body (type, operation, interval): each receipt is its own delivery. A retry of one
+        # answered already costs one more read of the interval (reads are idempotent).
+        key = hashlib.sha256(body + b"@" + now.isoformat().encode()).hexdigest()
         if isinstance(parsed, dict) and parsed.get("type") == "verification":
             return PushBatch([], key, verification=True)
         items = parsed if isinstance(parsed, list) else [parsed]

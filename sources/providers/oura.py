@@ -21,8 +21,9 @@ and so do the records made of them. The night's readings are timestamped when it
 
 Push: one subscription per webhook data type and event (create, update, delete), made and
 renewed with the application's client id and secret. An event names a document; it is fetched by
-id (a 404 deletes the records made of it). Events are signed: `x-oura-signature` is the HMAC-SHA256
-of `x-oura-timestamp` + body keyed with the client secret, in hex of either case.
+id (a 404 deletes the records made of it, a day's activity totals too). Events are signed:
+`x-oura-signature` is the HMAC-SHA256 of `x-oura-timestamp` + body keyed with the client secret,
+in hex of either case.
 """
 
 from __future__ import annotations
@@ -367,10 +368,9 @@ class OuraSource(OAuth2CodeSource):
             raise TransientError(f"Oura answered {collection} {change.object_id} with another document")
         if document is None or (collection == "sleep" and document.get("type") in NOT_SLEEP):
             # Gone (or a sleep the user deleted or rejected): the records made of it go too. A day's
-            # activity totals are kept under their day, not the document's id: the polling's
-            # reconciliation re-reads them.
-            gone = [] if collection == "daily_activity" else [(t, change.object_id) for t in _TYPES_OF[collection]]
-            yield RawPage(type=collection, payload=[], gone=gone)
+            # activity totals are filed under their day; the engine finds them by the document id
+            # their sourceData keeps (a day since made of another document stays).
+            yield RawPage(type=collection, payload=[], gone=[(t, change.object_id) for t in _TYPES_OF[collection]])
             return
         yield RawPage(type=collection, payload=[document])
 

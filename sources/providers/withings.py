@@ -25,9 +25,13 @@ come from the IANA `timezone` Withings gives with each row (measure groups: the 
 else the answer's), at the row's instant.
 
 Push: Withings notifies per user (`/notify action=subscribe`, with the user's token, one `appli`
-category at a time); a notification (a form POST: `userid`, `appli`, dates) is unsigned, so the
-callback URL carries a secret of this server's. It makes the server read what changed since the
-collection's `lastupdate` cursor, as an incremental sync would; `appli` 46 with `action=unlink`
+category at a time); a notification (a form POST: `userid`, `appli`, `startdate`/`enddate` or
+`date`) is unsigned, so the callback URL carries a secret of this server's. Withings sends one
+when data is created, updated or deleted, and says which span, not which of the three: measures
+(getmeas by `startdate`/`enddate`) and daily totals (getactivity by the days the span touches) are
+read again over the span as complete windows, so what is gone from it is deleted at once.
+Workouts and sleeps are read since the collection's `lastupdate` cursor, as an incremental sync
+would (their days map onto instants only roughly: no window). `appli` 46 with `action=unlink`
 (or `delete`) is a withdrawn access, believed when Withings refuses the token.
 """
 
@@ -102,6 +106,14 @@ APPLI_COLLECTIONS: dict[int, tuple[str, ...]] = {
 }
 USER_EVENT = 46
 NOTIFY_APPLIS = (*APPLI_COLLECTIONS, USER_EVENT)
+# The operation of a change whose span is known (sources.push.SPAN): created, updated or deleted
+# in it, Withings doesn't say which; every window re-read for it is certain, an empty one too.
+SPAN = "span"
+# A notified span longer than this is not re-read as a whole (what changed is read since the
+# `lastupdate` cursor instead; deletions then wait for the reconciliation).
+MAX_SPAN = timedelta(days=31)
+# IANA zones run from UTC-12 to UTC+14: a local day starts within these of its UTC midnight.
+WEST, EAST = timedelta(hours=12), timedelta(hours=14)
 
 # --- measure types (getmeas `meastype`); the real value is value * 10^unit ------------------------
 WEIGHT, HEIGHT, FAT_RATIO, DIASTOLIC, SYSTOLIC, PULSE, SPO2 = 1, 4, 6, 9, 10, 11, 54
@@ -367,17 +379,32 @@ class WithingsSource(OAuth2CodeSource):
         userid, appli = fields.get("userid", "").strip(), fields.get("appli", "").strip()
         if not (userid.isascii() and userid.isdigit() and appli.isascii() and appli.isdigit()):
             raise PushRefused("the notification lacks userid or appli", 400)
-        key = hashlib.sha256(body).hexdigest()
+        # No delivery id, and a deletion's notification is the very body of the creation's (same
+        # category, same span): each receipt is its own delivery. A retry Withings sends when our
+        # answer was lost costs one more read, nothing else (reads are idempotent).
+        key = hashlib.sha256(body + b"@" + now.isoformat().encode()).hexdigest()
         if int(appli) == USER_EVENT:
             if fields.get("action") in ("unlink", "delete"):
                 return PushBatch([Notice(userid, Change("user", userid, DEAUTHORIZE))], key)
             return PushBatch([], key)
-        changes = [Change(name, "", "update") for name in APPLI_COLLECTIONS.get(int(appli), ())]
+        span = _notified_span(fields)
+        if span is None:  # no readable span: what changed since the cursor
+            changes = [Change(name, "", "update") for name in APPLI_COLLECTIONS.get(int(appli), ())]
+        else:
+            changes = [Change(name, f"{span[0]}/{span[1]}", SPAN) for name in APPLI_COLLECTIONS.get(int(appli), ())]
         return PushBatch([Notice(userid, change) for change in changes], key)
 
     def fetch_changed(self, ctx: SyncContext, change: Change) -> Iterator[RawPage]:
-        """What changed since the collection's `lastupdate` (nothing before the history sync has
-        read it: that sync will)."""
+        """Measures and daily totals: the notified span read again as complete windows (what is
+        gone from it goes here too). Otherwise what changed since the collection's `lastupdate`
+        (nothing before the history sync has read it: that sync will)."""
+        span = _span_of(change)
+        if span is not None and change.kind == "measures":
+            yield self._measures_in(ctx, *span)
+            return
+        if span is not None and change.kind == "activity":
+            yield self._activity_in(ctx, *span)
+            return
         started = int((ctx.now - CLOCK_MARGIN).timestamp())
         if change.kind == "measures":
             since = ctx.cursor.get("measures_lastupdate")
@@ -386,6 +413,41 @@ class WithingsSource(OAuth2CodeSource):
                 yield RawPage(type="measures", payload=_merge_measures(bodies), cursor={"measures_lastupdate": started})
         elif change.kind in SERIES and isinstance(ctx.cursor.get(f"{change.kind}_lastupdate"), int):
             yield from self._fetch_series(ctx, change.kind, SERIES[change.kind])
+
+    def _measures_in(self, ctx: SyncContext, start: datetime, end: datetime) -> RawPage:
+        """getmeas over [start, end] (both inclusive at Withings, whole seconds): one complete
+        window for the same measure types as a sync's slice."""
+        params = {**_GETMEAS, "startdate": str(int(start.timestamp())), "enddate": str(int(end.timestamp()))}
+        payload = _merge_measures(list(self._pages(ctx, "/measure", params)))
+        height = _latest_height(payload["measuregrps"]) or ctx.cursor.get("height_m")
+        if isinstance(height, int | float) and height > 0:
+            payload["height_m"] = height
+        else:
+            height = None
+        others = [k for k in MEASURE_RECORDS if k not in ("weight", "body_temperature") and (k != "bmi" or height)]
+        window = Window("weight", start, end + timedelta(seconds=1), also=tuple(others))
+        return RawPage(type="measures", payload=payload, window=window)
+
+    def _activity_in(self, ctx: SyncContext, start: datetime, end: datetime) -> RawPage:
+        """getactivity over the local days the span touches in any zone, two more before and one
+        after. Rows are keyed by day and stored from their local midnight, which is within
+        WEST/EAST of that day's UTC midnight: the window is the instants where only the days
+        asked for can start, so it is complete."""
+        first = (start - WEST).date() - timedelta(days=2)
+        last = (end + EAST).date() + timedelta(days=1)
+        series = SERIES["activity"]
+        params = {
+            "action": series.action,
+            "data_fields": series.data_fields,
+            "startdateymd": first.isoformat(),
+            "enddateymd": last.isoformat(),
+        }
+        rows: list[Any] = []
+        for body in self._pages(ctx, series.path, params):
+            rows.extend(_rows(body, series.rows))
+        low = datetime.combine(first, time(), UTC) + WEST
+        high = datetime.combine(last + timedelta(days=1), time(), UTC) - EAST
+        return RawPage(type="activity", payload={series.rows: rows}, window=Window(series.record_type, low, high))
 
     def authorized(self, ctx: SyncContext) -> bool:
         try:
@@ -403,6 +465,46 @@ class WithingsSource(OAuth2CodeSource):
         if page.type == "sleep":
             return _normalize_sleeps(page, ctx)
         return _normalize_rows(page, ctx, "activities", "activity_summaries", _activity_summary)
+
+
+def _notified_span(fields: Mapping[str, str]) -> tuple[int, int] | None:
+    """The span a notification names, as (first, last) epoch seconds, both inclusive:
+    `startdate`/`enddate`, else `date` (a local day, YYYY-MM-DD: every instant it can be in any
+    zone; or an epoch). None when absent, unreadable, reversed or longer than MAX_SPAN."""
+    start, end = (fields.get(k, "").strip() for k in ("startdate", "enddate"))
+    if _epoch(start) is not None and _epoch(end) is not None:
+        first, last = int(start), int(end)
+    else:
+        raw = fields.get("date", "").strip()
+        if _epoch(raw) is not None:
+            first = last = int(raw)
+        else:
+            try:
+                day = date.fromisoformat(raw) if len(raw) == 10 else None
+            except ValueError:
+                day = None
+            if day is None or not 1970 < day.year < 2100:
+                return None
+            midnight = datetime.combine(day, time(), UTC)
+            first, last = int((midnight - EAST).timestamp()), int((midnight + timedelta(days=1) + WEST).timestamp()) - 1
+    if last < first or last - first > MAX_SPAN.total_seconds():
+        return None
+    return first, last
+
+
+def _epoch(raw: str) -> int | None:
+    """Epoch seconds written as ASCII digits, before 2100 (no date of this century's data is later)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) < 4102444800 else None
+
+
+def _span_of(change: Change) -> tuple[datetime, datetime] | None:
+    """The (first, last) instants of a change made by `push_read` with a span."""
+    if change.operation != SPAN:
+        return None
+    first, _, last = change.object_id.partition("/")
+    if _epoch(first) is None or _epoch(last) is None:
+        return None
+    return datetime.fromtimestamp(int(first), UTC), datetime.fromtimestamp(int(last), UTC)
 
 
 _GETMEAS = {

@@ -299,7 +299,9 @@ class GoogleHealthEmulator:
         kcal: float = 320.5,
         offset_s: int = 3600,
         platform: str = "FITBIT",
+        point_id: str | None = None,
     ) -> str:
+        """An exercise session (`point_id`: its id, else a new one), announced as an UPSERT."""
         end = start + timedelta(minutes=minutes)
         summary: dict[str, Any] = {"caloriesKcal": kcal, "averageHeartRateBeatsPerMinute": "141"}
         if distance_m is not None:
@@ -316,7 +318,7 @@ class GoogleHealthEmulator:
             "createTime": _rfc3339(end),
             "updateTime": _rfc3339(end),
         }
-        return self._add_named("exercise", body, platform=platform)
+        return self._add_named("exercise", body, platform=platform, point_id=point_id)
 
     def add_sleep(
         self,
@@ -371,8 +373,10 @@ class GoogleHealthEmulator:
         with self.lock:
             self.daily.setdefault(data_type, {})[day] = value
 
-    def _add_named(self, data_type: str, body: dict[str, Any], *, platform: str = "FITBIT") -> str:
-        point_id = str(secrets.randbelow(10**18) + 10**18)
+    def _add_named(
+        self, data_type: str, body: dict[str, Any], *, platform: str = "FITBIT", point_id: str | None = None
+    ) -> str:
+        point_id = point_id or str(secrets.randbelow(10**18) + 10**18)
         point = {
             "name": _name(data_type, point_id),
             "dataSource": {"recordingMethod": "DERIVED", "device": {"displayName": "Charge 6"}, "platform": platform},
@@ -389,9 +393,11 @@ class GoogleHealthEmulator:
         self._announce(data_type, point_id, "UPSERT")
 
     def delete(self, data_type: str, point_id: str) -> None:
-        self._announce(data_type, point_id, "DELETE")
+        """The point removed, then announced (a notification never comes before the change)."""
+        start, end = self._span(data_type, point_id)
         with self.lock:
             del self.points[data_type][point_id]
+        self.notify(data_type, start, end, "DELETE")
 
     # --- webhooks ----------------------------------------------------------------------------
     def subscribe(self, endpoint: str, secret: str) -> bool:
@@ -420,6 +426,10 @@ class GoogleHealthEmulator:
         )
 
     def _announce(self, data_type: str, point_id: str, operation: str) -> None:
+        self.notify(data_type, *self._span(data_type, point_id), operation)
+
+    def _span(self, data_type: str, point_id: str) -> tuple[str, str]:
+        """The physical interval a notification of this point names."""
         with self.lock:
             body = copy.deepcopy(self.points[data_type][point_id].get(DATA_TYPES[data_type][0], {}))
         span = body.get("interval") or {}
@@ -433,7 +443,7 @@ class GoogleHealthEmulator:
             )
         else:
             start, end = span.get("startTime", ""), span.get("endTime", "")
-        self.notify(data_type, start, end, operation)
+        return start, end
 
     def add_malformed(self, data_type: str) -> None:
         """A point whose times are not timestamps (a shape the connector must skip, not crash on)."""

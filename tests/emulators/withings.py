@@ -29,11 +29,13 @@ be injected per path.
 Notifications (developer.withings.com notification-subscribe and notification-content): `/notify`
 with the user's token, `action=subscribe` (`callbackurl`, `appli`, `comment`; Withings first sends
 a HEAD to the URL and answers status 293 "The callback URL is either unknown or invalid" unless it
-gets a 2xx), `list`, `get`, `revoke`. Adding or changing data (`add_measures`, `update_measures`,
-`delete_group`, `add_workout`, `add_sleep`, `add_activity`, `update_series`, `update_activity`)
-POSTs a form (`userid`, `appli`, `startdate`, `enddate`) to each subscription of that category,
-retried while the answer is 400 or more; `unlink` (the user removes the app) revokes the tokens and
-sends `appli=46`, `action=unlink`.
+gets a 2xx), `list`, `get`, `revoke`. Adding, changing or deleting data ("Notifications will be
+send to your backend when health data are created, updated, deleted", keep-user-data-up-to-date) with
+`add_measures`, `update_measures`, `delete_group`, `add_workout`, `add_sleep`, `add_activity`,
+`update_series`, `update_activity`, `delete_activity`, `delete_series` POSTs a form (`userid`,
+`appli`, and `startdate` + `enddate`, or `date` for a day's totals) to each subscription of that
+category, the same whatever happened, retried while the answer is 400 or more; `unlink` (the user
+removes the app) revokes the tokens and sends `appli=46`, `action=unlink`.
 
 Where public sources disagree, switches send every shape: `userid_as_int` (the reference types
 `userid` as an integer, replies send a string), `group_timezones` (a `timezone` in each measure
@@ -326,8 +328,16 @@ class WithingsEmulator:
         return moment.astimezone(ZoneInfo(self.timezone)).date().isoformat()
 
     def add_workout(
-        self, start: datetime, minutes: int, *, category: int = 2, distance: float = 5000.0, steps: int = 6400
+        self,
+        start: datetime,
+        minutes: int,
+        *,
+        category: int = 2,
+        distance: float = 5000.0,
+        steps: int = 6400,
+        row_id: int | None = None,
     ) -> int:
+        """A workout (`row_id`: its id, else the next one), announced in category 16."""
         end = start + timedelta(minutes=minutes)
         data = {
             "calories": 345.5,
@@ -342,7 +352,9 @@ class WithingsEmulator:
             "intensity": 60,
             "pause_duration": 120,
         }
-        row_id = self._id()
+        if row_id is None:
+            with self.lock:
+                row_id = self._id()
         self.add_workout_row(
             {
                 "id": row_id,
@@ -456,6 +468,19 @@ class WithingsEmulator:
             row.update(values)
             row["modified"] = int(time.time())
         self._announce_row("activity", row)
+
+    def delete_activity(self, day: date) -> None:
+        """A day's totals removed at Withings: notified as a change is, in the same category,
+        with the day."""
+        with self.lock:
+            row = self.activities.pop(day.isoformat())
+        self._announce_row("activity", row)
+
+    def delete_series(self, kind: str, row_id: int) -> None:
+        """A workout (`workouts`) or a night (`sleep`) deleted, announced with its span."""
+        with self.lock:
+            row = (self.workouts if kind == "workouts" else self.sleeps).pop(row_id)
+        self._announce_row(kind, row)
 
     # --- HTTP --------------------------------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
