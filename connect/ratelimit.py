@@ -129,34 +129,81 @@ def _incr(w: _Window) -> int:
     return _db_incr_chain([w])[0] or 1
 
 
-def _db_incr_chain(windows: Sequence[_Window]) -> list[int | None]:
-    """Increment the buckets in order, each only if the one before is within its limit (None: not
-    counted). One `INSERT ... ON CONFLICT` per bucket; on PostgreSQL chained in one statement."""
+@dataclass(frozen=True)
+class Chain:
+    """Rate-limit counts to be taken inside another statement on PostgreSQL (see `chained`):
+    `ctes` are WITH items c0, c1, ... incrementing the buckets in order, each only if the one
+    before is within its limit, the first only where `guard` (SQL) holds; `counts` selects
+    their counts (NULL: not counted)."""
+
+    windows: tuple[_Window, ...]
+    ctes: str
+    params: tuple[Any, ...]
+    counts: str
+
+    def verdict(self, counts: Sequence[Any]) -> Verdict:
+        """The verdict from the counts the statement returned."""
+        found = _counted(self.windows, counts)
+        for w, count in zip(self.windows, found, strict=True):
+            if count is None or count > w.limit.per_window:
+                return w.verdict(False)
+        return Verdict(True, 0)
+
+
+def chained(*pairs: tuple[Limit, str], guard: str = "true", now: float | None = None) -> Chain | None:
+    """`hit_each`'s counting as WITH items to put in another statement, so that a request's
+    limits cost no round trip of their own (the Data API counts them with its token look-up).
+    None where the counts are not kept in PostgreSQL, or every limit is off: use `hit_each`."""
+    if settings.RATE_LIMIT_REDIS_URL or connection.vendor != "postgresql":
+        return None
+    windows = tuple(_window(limit, subject, now) for limit, subject in pairs if limit.per_window > 0)
+    if not windows:
+        return None
+    steps, params = _chain_steps(windows, guard)
+    return Chain(
+        windows, ", ".join(steps), tuple(params), ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
+    )
+
+
+def _chain_steps(windows: Sequence[_Window], guard: str) -> tuple[list[str], list[Any]]:
     table = RateLimitBucket._meta.db_table
     upsert = f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count"
     steps: list[str] = []
     params: list[Any] = []
     for n, w in enumerate(windows):
-        if n == 0:
-            steps.append(f"c0 AS (INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) {upsert})")
-            params.extend([w.key, datetime.fromtimestamp(w.end, UTC)])
-        else:
-            steps.append(
-                f"c{n} AS (INSERT INTO {table} (key, count, expires_at) SELECT %s, 1, %s "
-                f"WHERE (SELECT count FROM c{n - 1}) <= %s {upsert})"
-            )
-            params.extend([w.key, datetime.fromtimestamp(w.end, UTC), windows[n - 1].limit.per_window])
+        condition = guard if n == 0 else f"(SELECT count FROM c{n - 1}) <= {windows[n - 1].limit.per_window:d}"
+        steps.append(
+            f"c{n} AS (INSERT INTO {table} (key, count, expires_at) SELECT %s, 1, %s WHERE {condition} {upsert})"
+        )
+        params.extend([w.key, datetime.fromtimestamp(w.end, UTC)])
+    return steps, params
+
+
+def _counted(windows: Sequence[_Window], row: Sequence[Any] | None) -> list[int | None]:
+    found: list[int | None] = [None if value is None else int(value) for value in row or [None] * len(windows)]
+    if 1 in found:  # a new window opened: time to drop some expired ones
+        buckets_cleanup(batch=_CLEANUP_BATCH, now=datetime.fromtimestamp(windows[0].moment, UTC))
+    return found
+
+
+def _db_incr_chain(windows: Sequence[_Window]) -> list[int | None]:
+    """Increment the buckets in order, each only if the one before is within its limit (None: not
+    counted). One `INSERT ... ON CONFLICT` per bucket; on PostgreSQL chained in one statement."""
+    table = RateLimitBucket._meta.db_table
     with connection.cursor() as cursor:
         if len(windows) == 1:  # SQLite has no INSERT in a WITH
-            cursor.execute(f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) {upsert}", params)
+            w = windows[0]
+            cursor.execute(
+                f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) "
+                f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
+                [w.key, datetime.fromtimestamp(w.end, UTC)],
+            )
         else:
+            steps, params = _chain_steps(windows, "true")
             counts = ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
             cursor.execute(f"WITH {', '.join(steps)} SELECT {counts}", params)
         row = cursor.fetchone()
-    found: list[int | None] = [None if value is None else int(value) for value in row or [None] * len(windows)]
-    if 1 in found:
-        buckets_cleanup(batch=_CLEANUP_BATCH, now=datetime.fromtimestamp(windows[0].moment, UTC))
-    return found
+    return _counted(windows, row)
 
 
 def buckets_cleanup(*, batch: int = 5000, now: datetime | None = None) -> int:

@@ -35,6 +35,7 @@ import zlib
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
@@ -42,6 +43,11 @@ from json import encoder
 from operator import itemgetter
 from typing import Any
 
+from django.db import connection as db
+from psycopg.types.json import Jsonb
+
+from humanapi_project import sql
+from humanapi_project.sql import fetch
 from sources.types import SUMMARIZED, aggregate, finish
 
 from .models import DayStat, Series
@@ -49,6 +55,7 @@ from .models import DayStat, Series
 SLOT_BITS = 20
 MAX_SLOTS = 1 << SLOT_BITS
 FORMAT = b"\x02"
+_TABLE = Series._meta.db_table
 _HEAD = struct.Struct("<III")  # readings, bytes of the JSON part, bytes of the provider ids
 
 # A reading in memory: a list indexed by these.
@@ -153,42 +160,20 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
     pairs: list[tuple[int, int]] = [(c, u) for c, u in stored.pairs] if stored else []
     pair_index = {pair: n for n, pair in enumerate(pairs)}
     base = stored.count if stored else 0
-    field_refs, pair_refs, values, kinds, other = [], [], array("d"), bytearray(), {}
-    kind_of = _KIND_OF
-    for n, r in enumerate(fresh, base):
-        fields, value = r[FIELDS], r[VALUE]
-        # `value` is kept once where the fields repeat it exactly (same number, same type).
-        given = fields.get("value", _ABSENT)
-        if given is not _ABSENT and type(given) is type(value) and given == value:
-            rest, has_value = {k: v for k, v in fields.items() if k != "value"}, 1
-        else:
-            rest, has_value = fields, 0
-        key = _dedupe_key(rest)
-        ref = field_index.get(key)
-        if ref is None:
-            ref = field_index[key] = len(field_docs)
-            field_docs.append(rest)
-        field_refs.append(ref * 2 + has_value)
-        pair = (r[CREATED], r[UPDATED])
-        ref = pair_index.get(pair)
-        if ref is None:
-            ref = pair_index[pair] = len(pairs)
+    field_refs = _field_refs(fresh, field_docs, field_index)
+    # (createdAt, updatedAt) pairs: usually one for a whole write.
+    stamped = list(zip(map(_CREATED, fresh), map(_UPDATED, fresh), strict=True))
+    for pair in dict.fromkeys(stamped):
+        if pair not in pair_index:
+            pair_index[pair] = len(pairs)
             pairs.append(pair)
-        pair_refs.append(ref)
-        kind = kind_of.get(type(value), _OTHER)
-        if kind == _INT and not -_EXACT <= value <= _EXACT:
-            kind = _OTHER  # no double holds it exactly: kept aside
-        kinds.append(kind)
-        if kind == _OTHER:
-            other[str(n)] = value
-            values.append(0.0)
-        else:
-            values.append(value or 0.0)
-    texts = [_encode_item(r[SOURCE_DATA]) for r in fresh]
-    times = [r[AT] for r in fresh]
-    slots = [r[SLOT] for r in fresh]
-    offsets = [r[TZ] for r in fresh]
-    keys = [r[KEY] for r in fresh]
+    pair_refs = list(map(pair_index.__getitem__, stamped))
+    values, kinds, other = _values(list(map(_VALUE, fresh)), base)
+    texts = list(map(_encode_item, map(_SOURCE_DATA, fresh)))
+    times = list(map(_AT, fresh))
+    slots = list(map(_SLOT, fresh))
+    offsets = list(map(_TZ, fresh))
+    keys = list(map(_KEY, fresh))
     if stored is None or not stored.count:
         items = f"[{','.join(texts)}]".encode()
         ends = list(accumulate((len(t) + 1 for t in texts), initial=0))[1:]
@@ -244,7 +229,7 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
     )
     stamps = Counter(pair_refs)
     return Packed(
-        payload=FORMAT + zlib.compress(blob, 6),
+        payload=FORMAT + zlib.compress(blob, _LEVEL),
         count=count,
         first_ms=times[0],
         last_ms=times[-1],
@@ -255,6 +240,66 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
         field_refs=field_refs,
         field_docs=field_docs,
     )
+
+
+# zlib's fastest level: a third of level 6's time for 10% more bytes (about 14 bytes a reading
+# against 12.6 on a day of minute-level heart rate).
+_LEVEL = 1
+
+_AT, _SLOT, _KEY, _TZ, _VALUE = itemgetter(AT), itemgetter(SLOT), itemgetter(KEY), itemgetter(TZ), itemgetter(VALUE)
+_FIELDS, _SOURCE_DATA = itemgetter(FIELDS), itemgetter(SOURCE_DATA)
+_CREATED, _UPDATED = itemgetter(CREATED), itemgetter(UPDATED)
+
+
+def _field_refs(fresh: list[list[Any]], field_docs: list[Any], field_index: dict[Any, int]) -> list[int]:
+    """Each reading's `fields` as an index into `field_docs` (times 2, plus 1 where they held the
+    reading's value itself, kept once in the value column), new documents appended."""
+    refs = []
+    seen: dict[Any, int] = {}  # the same fields with the same value: the same reference
+    for r in fresh:
+        fields, value = r[FIELDS], r[VALUE]
+        try:
+            probe: Any = (tuple(fields.items()), tuple(map(type, fields.values())), value, type(value))
+            ref = seen.get(probe)
+        except TypeError:  # an unhashable value in the fields
+            probe = ref = None
+        if ref is None:
+            # `value` is kept once where the fields repeat it exactly (same number, same type).
+            given = fields.get("value", _ABSENT)
+            if given is not _ABSENT and type(given) is type(value) and given == value:
+                rest, has_value = {k: v for k, v in fields.items() if k != "value"}, 1
+            else:
+                rest, has_value = fields, 0
+            key = _dedupe_key(rest)
+            doc = field_index.get(key)
+            if doc is None:
+                doc = field_index[key] = len(field_docs)
+                field_docs.append(rest)
+            ref = doc * 2 + has_value
+            if probe is not None:
+                seen[probe] = ref
+        refs.append(ref)
+    return refs
+
+
+def _values(given: list[Any], base: int) -> tuple[array[float], bytearray, dict[str, Any]]:
+    """The value column, how each value was given, and the values no double holds (by their
+    position in the day, counted from `base`)."""
+    types = set(map(type, given))
+    if types <= _NUMBERS and (not given or (min(given) >= -_EXACT and max(given) <= _EXACT)):
+        return array("d", given), bytearray(map(_KIND_OF.__getitem__, map(type, given))), {}
+    values, kinds, other = array("d"), bytearray(), {}
+    for n, value in enumerate(given, base):
+        kind = _KIND_OF.get(type(value), _OTHER)
+        if kind == _INT and not -_EXACT <= value <= _EXACT:
+            kind = _OTHER  # no double holds it exactly: kept aside
+        kinds.append(kind)
+        if kind == _OTHER:
+            other[str(n)] = value
+            values.append(0.0)
+        else:
+            values.append(value or 0.0)
+    return values, kinds, other
 
 
 # How a reading's value was given: its JSON type comes back as it went in.
@@ -273,6 +318,7 @@ def _value(values: array[float], kinds: bytes, other: dict[str, Any], n: int) ->
 
 
 _KIND_OF = {int: _INT, float: _FLOAT, bool: _BOOL, type(None): _NONE}
+_NUMBERS = frozenset((int, float))
 _EXACT = 2**53  # integers up to this hold exactly in a double
 
 
@@ -370,8 +416,9 @@ class Columns:
         return self.text[(self.ends[n - 1] if n else 0) + 1 : self.ends[n]]
 
     def source_data(self, n: int) -> Any:
-        """One reading's source data: its item of the array, parsed alone."""
-        return json.loads(self.item(n))
+        """One reading's source data: its item of the array, parsed alone (as text: given bytes,
+        json.loads would first look for which UTF it is in; it is UTF-8)."""
+        return json.loads(self.item(n).decode())
 
     def reading(self, n: int, key: str = "", source_data: Any = None) -> list[Any]:
         """Reading `n`; its provider id is given by `readings` (reads have no use for it)."""
@@ -419,7 +466,7 @@ class Day:
 
     kind: str
     day: date
-    row: Series | None
+    pk: int | None  # its row's id; None for a day not stored yet
     stored: Columns | None = None
     fresh: list[list[Any]] = field(default_factory=list)
     opened: dict[str, list[Any]] | None = None
@@ -427,12 +474,16 @@ class Day:
     dirty: bool = False
     _keys: set[str] | None = None
 
-    def has(self, key: str) -> bool:
+    def keys(self) -> AbstractSet[str]:
+        """The provider ids of the readings in this day."""
         if self.opened is not None:
-            return key in self.opened
+            return self.opened.keys()
         if self._keys is None:
             self._keys = set(json.loads(self.stored.keys_json)) if self.stored else set()
-        return key in self._keys
+        return self._keys
+
+    def has(self, key: str) -> bool:
+        return key in self.keys()
 
     def open(self) -> dict[str, list[Any]]:
         if self.opened is None:
@@ -456,6 +507,23 @@ class Day:
         self._keys.add(reading[KEY])
         self.fresh.append(reading)
 
+    def extend(self, readings: Sequence[list[Any]]) -> None:
+        """Readings new to this day (none of their ids is in it): given the next slots."""
+        first = self.next_slot
+        if first + len(readings) > MAX_SLOTS:
+            raise OverflowError(f"{self.kind} {self.day}: more than {MAX_SLOTS} readings ever stored in one day")
+        for slot, reading in enumerate(readings, first):
+            reading[SLOT] = slot
+        self.next_slot = first + len(readings)
+        self.dirty = True
+        if self.opened is not None:
+            self.opened.update((r[KEY], r) for r in readings)
+            return
+        keys = self.keys()
+        assert isinstance(keys, set)
+        keys.update(r[KEY] for r in readings)
+        self.fresh.extend(readings)
+
     def empty(self) -> bool:
         if self.opened is not None:
             return not self.opened
@@ -467,11 +535,26 @@ class Day:
         return pack(self.stored, self.fresh)
 
 
-def _load(rows: Iterable[Series]) -> dict[tuple[str, date], Day]:
-    return {
-        (row.type, row.local_day): Day(row.type, row.local_day, row, Columns(row.payload), next_slot=row.next_slot)
-        for row in rows
-    }
+def _load(rows: Iterable[tuple[int, str, date, int, bytes]]) -> dict[tuple[str, date], Day]:
+    """Days from their rows' (id, type, local_day, next_slot, payload)."""
+    return {(kind, day): Day(kind, day, pk, Columns(payload), next_slot=slot) for pk, kind, day, slot, payload in rows}
+
+
+_LOADED = ("pk", "type", "local_day", "next_slot", "payload")
+
+
+def _locked_days(connection_id: str, kind: str, dates: list[date]) -> dict[tuple[str, date], Day]:
+    """These days of a connection's type, their rows locked for the caller's transaction."""
+    if db.vendor == "postgresql":
+        return _load(
+            fetch(
+                f"SELECT id, type, local_day, next_slot, payload FROM {_TABLE}"
+                " WHERE connection_id = %s AND type = %s AND local_day = ANY(%s) ORDER BY local_day FOR UPDATE",
+                (connection_id, kind, dates),
+            )
+        )
+    rows = Series.objects.select_for_update().filter(connection_id=connection_id, type=kind, local_day__in=dates)
+    return _load(rows.order_by("local_day").values_list(*_LOADED))
 
 
 # --- writes (the engine's) -------------------------------------------------------------------
@@ -504,15 +587,16 @@ def write(
         wanted[kind].update((day - _ONE_DAY, day, day + _ONE_DAY))
     days: dict[tuple[str, date], Day] = {}
     for kind, dates in wanted.items():
-        rows = Series.objects.select_for_update().filter(
-            connection_id=connection_id, type=kind, local_day__in=sorted(dates)
-        )
-        days.update(_load(rows.order_by("local_day")))
+        days.update(_locked_days(connection_id, kind, sorted(dates)))
     written: dict[str, Written] = defaultdict(Written)
     for (kind, day), batch in incoming.items():
         target = days.setdefault((kind, day), Day(kind, day, None))
         neighbours = [d for d in (days.get((kind, day - _ONE_DAY)), days.get((kind, day + _ONE_DAY))) if d]
         counts = written[kind]
+        if not any(batch.keys() & d.keys() for d in (target, *neighbours)):
+            target.extend(list(batch.values()))  # the usual page: every reading new
+            counts.created += len(batch)
+            continue
         for key, new in batch.items():
             if target.has(key):
                 old = target.open()[key]
@@ -542,31 +626,66 @@ def _save(dirty: list[Day], human_id: str, connection_id: str, source: str) -> N
     """Write the changed day rows and their rollups, in the caller's transaction."""
     if not dirty:
         return
-    emptied = [d.row.pk for d in dirty if d.empty() and d.row is not None]
+    emptied = [d.pk for d in dirty if d.empty() and d.pk is not None]
     if emptied:
         Series.objects.filter(pk__in=emptied).delete()
     packed: dict[tuple[str, date], Packed] = {}
-    created = []
+    created: list[Day] = []
+    changed: list[Day] = []
     for d in dirty:
         if d.empty():
             continue
-        p = packed[(d.kind, d.day)] = d.pack()
-        if d.row is None:
-            created.append(
-                Series(
-                    human_id=human_id,
-                    connection_id=connection_id,
-                    source=source,
-                    type=d.kind,
-                    local_day=d.day,
-                    next_slot=d.next_slot,
-                    **p.columns(),
-                )
+        packed[(d.kind, d.day)] = d.pack()
+        (created if d.pk is None else changed).append(d)
+    if db.vendor == "postgresql":
+        _save_postgresql(created, changed, packed, (human_id, connection_id, source))
+    else:
+        for d in changed:
+            assert d.pk is not None
+            Series.objects.filter(pk=d.pk).update(next_slot=d.next_slot, **packed[(d.kind, d.day)].columns())
+        Series.objects.bulk_create(
+            Series(
+                human_id=human_id,
+                connection_id=connection_id,
+                source=source,
+                type=d.kind,
+                local_day=d.day,
+                next_slot=d.next_slot,
+                **packed[(d.kind, d.day)].columns(),
             )
-        else:
-            Series.objects.filter(pk=d.row.pk).update(next_slot=d.next_slot, **p.columns())
-    Series.objects.bulk_create(created)
+            for d in created
+        )
     _roll_up(human_id, connection_id, source, {(d.kind, d.day) for d in dirty}, packed)
+
+
+_INSERT = (
+    f"INSERT INTO {_TABLE} (human_id, connection_id, source, type, local_day, next_slot, count, first_ms,"
+    " last_ms, created_ms, updated_ms, stamps, payload)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %b)"
+)
+_UPDATE = (
+    f"UPDATE {_TABLE} SET next_slot = %s, count = %s, first_ms = %s, last_ms = %s, created_ms = %s,"
+    " updated_ms = %s, stamps = %s::jsonb, payload = %b WHERE id = %s"
+)
+
+
+def _save_postgresql(
+    created: list[Day], changed: list[Day], packed: dict[tuple[str, date], Packed], owner: tuple[str, str, str]
+) -> None:
+    """The day rows written with their payloads sent as binary parameters (the ORM's cursor
+    writes bytes into the statement's text, as hex: twice the size, and a fifth of the time of
+    a history sync's page went there), in the caller's transaction."""
+
+    def header(d: Day) -> tuple[Any, ...]:
+        p = packed[(d.kind, d.day)]
+        return (d.next_slot, p.count, p.first_ms, p.last_ms, p.created_ms, p.updated_ms, json.dumps(p.stamps))
+
+    with sql.cursor() as cursor:
+        if created:
+            rows = [(*owner, d.kind, d.day, *header(d), packed[(d.kind, d.day)].payload) for d in created]
+            cursor.executemany(_INSERT, rows)
+        if changed:
+            cursor.executemany(_UPDATE, [(*header(d), packed[(d.kind, d.day)].payload, d.pk) for d in changed])
 
 
 def _roll_up(
@@ -582,22 +701,47 @@ def _roll_up(
     if not touched:
         return
     by_day: dict[tuple[str, date], list[Packed]] = {key: [p] for key, p in fresh.items()}
-    others = Series.objects.filter(
-        human_id=human_id,
-        source=source,
-        type__in=sorted({kind for kind, _ in touched}),
-        local_day__in=sorted({day for _, day in touched}),
-    ).exclude(connection_id=connection_id)
-    for row in others:
-        if (row.type, row.local_day) in touched:
-            by_day.setdefault((row.type, row.local_day), []).append(pack(Columns(row.payload), []))
+    kinds, dates = sorted({kind for kind, _ in touched}), sorted({day for _, day in touched})
+    if db.vendor == "postgresql":
+        others: Iterable[tuple[str, date, bytes | memoryview]] = fetch(
+            f"SELECT type, local_day, payload FROM {_TABLE} WHERE human_id = %s AND source = %s"
+            " AND type = ANY(%s) AND local_day = ANY(%s) AND connection_id <> %s",
+            (human_id, source, kinds, dates, connection_id),
+        )
+    else:
+        others = (
+            Series.objects.filter(human_id=human_id, source=source, type__in=kinds, local_day__in=dates)
+            .exclude(connection_id=connection_id)
+            .values_list("type", "local_day", "payload")
+        )
+    for kind, day, payload in others:
+        if (kind, day) in touched:
+            by_day.setdefault((kind, day), []).append(pack(Columns(payload), []))
     stats = [_day_stat(human_id, source, kind, day, by_day.get((kind, day), [])) for kind, day in sorted(touched)]
+    if db.vendor == "postgresql":
+        with sql.cursor() as cursor:
+            cursor.executemany(
+                _STAT,
+                [
+                    (s.human_id, s.type, s.local_day, s.source, s.count, Jsonb(s.stats), s.created_at, s.updated_at)
+                    for s in stats
+                ],
+            )
+        return
     DayStat.objects.bulk_create(
         stats,
         update_conflicts=True,
         unique_fields=["human", "type", "local_day", "source"],
         update_fields=["count", "stats", "created_at", "updated_at", "generation", "done_generation"],
     )
+
+
+_STAT = (
+    f"INSERT INTO {DayStat._meta.db_table} (human_id, type, local_day, source, count, stats, created_at, updated_at,"
+    " generation, done_generation) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, 1)"
+    " ON CONFLICT (human_id, type, local_day, source) DO UPDATE SET count = EXCLUDED.count, stats = EXCLUDED.stats,"
+    " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, generation = 1, done_generation = 1"
+)
 
 
 def day_stat(human_id: str, source: str, kind: str, day: date, readings: list[list[Any]]) -> DayStat:
@@ -631,7 +775,7 @@ def delete_missing(*, connection_id: str, kind: str, start_ms: int, end_ms: int,
     if not rows:
         return 0
     deleted = 0
-    days = _load(rows)
+    days = _load((row.pk, row.type, row.local_day, row.next_slot, row.payload) for row in rows)
     for day in days.values():
         stored = day.stored
         assert stored is not None

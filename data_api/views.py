@@ -18,7 +18,7 @@ from connect.models import Human
 from humanapi_project.errors import error_response
 
 from . import openapi, selectors, summaries
-from .auth import AccessTokenAuthentication
+from .auth import AccessTokenAuthentication, data_limits
 from .cors import add_cors_headers, preflight_response
 from .records import Filters, Page, Window, parse_day
 
@@ -41,12 +41,11 @@ class HumanView(APIView):
     def check_throttles(self, request: Request) -> None:
         """Per Human, then per Application (a request refused for its Human does not count
         against the Application). DRF calls this once the token is known; connect.ratelimit counts."""
-        human = self.human
-        ratelimit.enforce(
-            ratelimit.hit_each(
-                (ratelimit.limit("data-human"), human.pk), (ratelimit.limit("data-app"), str(human.application_id))
-            )
-        )
+        verdict = getattr(request._request, "data_api_verdict", None)  # counted with the token (auth)
+        if verdict is None:
+            human = self.human
+            verdict = ratelimit.hit_each(*data_limits(human.pk, str(human.application_id)))
+        ratelimit.enforce(verdict)
 
 
 def list_response(request: Request, page: Page) -> Response:

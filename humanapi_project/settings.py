@@ -397,6 +397,13 @@ if CELERY_BROKER_URL.split(":", 1)[0] in ("redis", "rediss", "redis+socket"):
 # First wait before a rescheduled sync (doubling, with jitter, capped at an hour); a provider's
 # Retry-After is a floor.
 SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30, minimum=1)
+# Whether each page of a sync waits, as it commits, for PostgreSQL to flush it to disk. Off (the
+# default): it commits without waiting (synchronous_commit off for that transaction). A crash of
+# PostgreSQL itself may then lose the last pages written (at most about three times
+# wal_writer_delay, 0.6 s by default), each with the cursor that moved in its transaction, so the
+# next run fetches them again; nothing is left half-written. The run's own record is always
+# flushed, and with it every page before it.
+SYNC_DURABLE_PAGES = env_bool("SYNC_DURABLE_PAGES", False)
 # A run in which some types failed (a 404, a 403, a provider down) syncs again this soon.
 SYNC_FAILED_TYPE_RETRY = env_int("SYNC_FAILED_TYPE_RETRY", 900, minimum=60)
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 from django.db import connection as db
@@ -21,9 +22,10 @@ from django.db.models import QuerySet
 
 from data_api import series
 from data_api.models import Record as StoredRecord
+from humanapi_project import sql
 
-from .base import Record
-from .types import SERIES
+from .base import Record, day_of_ordinal
+from .types import RECORD_TYPES, SERIES
 
 COLUMNS = (
     "human_id",
@@ -128,14 +130,27 @@ def _epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+# Series types filed under the local day a reading starts on: that day comes from the instant
+# and the offset, in integers, with the instant's one conversion.
+_BY_START = frozenset(kind for kind in SERIES if RECORD_TYPES[kind].day_of == "start")
+
+
 def _reading(record: Record, now_ms: int) -> tuple[str, date, list[Any]]:
     """A record of a series type as data_api.series writes it: (type, local day, reading)."""
     fields, source_data = record.fields, record.source_data
+    seconds = record.start_time.timestamp()
+    day = record.day
+    if day is None:
+        if record.type in _BY_START and record.start_time.tzinfo is not None:
+            day = day_of_ordinal(_EPOCH_DAY + (int(seconds // 60) + record.tz_offset) // 1440)
+        else:
+            day = record.local_day
     return (
         record.type,
-        record.local_day,
+        day,
         [
-            _epoch_ms(record.start_time),
+            round(seconds * 1000),
             0,
             stored_id(record.external_id),
             record.tz_offset,
@@ -148,12 +163,24 @@ def _reading(record: Record, now_ms: int) -> tuple[str, date, list[Any]]:
     )
 
 
+@dataclass
+class PageWritten:
+    counts: dict[str, TypeCounts]
+    oldest: date | None  # the earliest local day of the page's records
+
+
 def upsert_records(
     records: Iterable[Record], *, human_id: str, connection_id: str, source: str, now: datetime
 ) -> dict[str, TypeCounts]:
-    """Write a page; must run inside a transaction. Returns created/updated counts per type.
-    Readings of the types stored as series go to their day rows (data_api.series), the rest
-    to the record table."""
+    """Write a page; must run inside a transaction. Returns created/updated counts per type."""
+    return upsert_page(records, human_id=human_id, connection_id=connection_id, source=source, now=now).counts
+
+
+def upsert_page(
+    records: Iterable[Record], *, human_id: str, connection_id: str, source: str, now: datetime
+) -> PageWritten:
+    """Write a page; must run inside a transaction. Readings of the types stored as series go
+    to their day rows (data_api.series), the rest to the record table."""
     unique: dict[tuple[str, str], tuple[Any, ...]] = {}
     readings = []
     stamp = _epoch_ms(now)
@@ -163,12 +190,15 @@ def upsert_records(
             continue
         row = _row(record, human_id, connection_id, source)
         unique[(row[3], row[4])] = row  # (type, external_id as stored)
-    counts: dict[str, TypeCounts] = {}
+    days = {row[8] for row in unique.values()}  # local_day
+    days.update(map(_DAY, readings))
+    written = PageWritten(counts={}, oldest=min(days) if days else None)
+    counts = written.counts
     if readings:
         for kind, w in series.write(readings, human_id=human_id, connection_id=connection_id, source=source).items():
             counts[kind] = TypeCounts(created=w.created, updated=w.updated)
     if not unique:
-        return counts
+        return written
     rows = list(unique.values())
     if db.vendor == "postgresql":
         results = _upsert_postgresql(rows, now)
@@ -180,7 +210,10 @@ def upsert_records(
             entry.created += n
         else:
             entry.updated += n
-    return counts
+    return written
+
+
+_DAY = itemgetter(1)
 
 
 _CONFLICT = (
@@ -199,7 +232,9 @@ def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[t
     cols = ", ".join(COLUMNS)
     if len(rows) <= _FEW:  # a few rows: one statement, cheaper than a staged COPY
         one = "(" + ", ".join("%s::jsonb" if c in ("data", "source_data") else "%s" for c in COLUMNS) + ", %s, %s)"
-        with db.cursor() as cursor:
+        # Parameters bound by the server: the ORM's cursor would write each of them into the
+        # statement's text, parsing it again for every page.
+        with sql.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {TABLE} ({cols}, created_at, updated_at) VALUES {', '.join([one] * len(rows))} "
                 f"{_CONFLICT}RETURNING type, (xmax = 0) AS inserted",

@@ -331,9 +331,13 @@ def test_it_selects_the_same_rows_in_sql_and_through_the_orm(alice: Persona, par
     assert through_orm == in_sql
 
 
-def test_it_answers_a_warm_list_or_summary_page_in_two_queries_and_the_rate_limit_count(alice: Persona) -> None:
+def test_it_answers_a_warm_list_or_summary_page_in_two_queries_the_token_counting_its_rate_limits(
+    alice: Persona,
+) -> None:
     from django.db import connection as db
     from django.test.utils import CaptureQueriesContext
+
+    from connect.models import RateLimitBucket
 
     if db.vendor != "postgresql":
         pytest.skip("the two-query path is PostgreSQL's")
@@ -342,12 +346,32 @@ def test_it_answers_a_warm_list_or_summary_page_in_two_queries_and_the_rate_limi
     client = access_client(alice.human)
     for path in ("/v1/human/activities", "/v1/human/activities/summaries"):
         assert client.get(path).status_code == 200  # computes the cached total / rollup once
+        counted = sorted(RateLimitBucket.objects.values_list("count", flat=True))
         with CaptureQueriesContext(db) as queries:
             assert client.get(path).status_code == 200
-        # The token, the rate limits' count (one statement for both limits; none in PostgreSQL
-        # with RATE_LIMIT_REDIS_URL), the page.
-        assert len(queries) == 3, [q["sql"][:120] for q in queries.captured_queries]
-        assert "INSERT INTO connect_ratelimitbucket" in queries.captured_queries[1]["sql"]
+        # The token read in one statement with the rate limits' counts (a token seen before:
+        # whose Human and Application name the buckets), then the page.
+        assert len(queries) == 2, [q["sql"][:120] for q in queries.captured_queries]
+        assert "INSERT INTO connect_ratelimitbucket" in queries.captured_queries[0]["sql"]
+        assert sorted(RateLimitBucket.objects.values_list("count", flat=True)) == [n + 1 for n in counted]
+
+
+def test_a_token_revoked_or_expired_after_use_is_refused_and_counts_nothing(alice: Persona) -> None:
+    from django.utils import timezone
+
+    from connect.models import RateLimitBucket
+
+    _, value = Token.mint(kind=TokenKind.ACCESS, human=alice.human, ttl=3600)
+    client = Client(headers={"Authorization": f"Bearer {value}"})
+    assert client.get("/v1/human/activities").status_code == 200
+    assert client.get("/v1/human/activities").status_code == 200  # this process knows the token's owner now
+    counted = sorted(RateLimitBucket.objects.values_list("key", "count"))
+    token = Token.objects.get(human=alice.human, kind=TokenKind.ACCESS, expires_at__gt=timezone.now())
+    for change in ({"revoked_at": timezone.now()}, {"revoked_at": None, "expires_at": timezone.now()}):
+        Token.objects.filter(pk=token.pk).update(**change)
+        response = client.get("/v1/human/activities")
+        assert response.status_code == 401, response.content
+        assert sorted(RateLimitBucket.objects.values_list("key", "count")) == counted
 
 
 def test_it_keeps_a_bounded_number_of_filtered_list_caches(alice: Persona) -> None:

@@ -475,3 +475,23 @@ def test_it_waits_out_status_601_and_keeps_what_it_fetched(alice: Persona, withi
     withings.faults.clear()
     RateBudget.objects.all().delete()  # the application's budget, emptied by the 601s, has freed too
     assert sync(connection).outcome == SyncOutcome.SUCCEEDED and stored(connection) == EVERY_TYPE
+
+
+def test_the_operators_sync_interval_comes_before_the_sources_own(
+    alice: Persona, withings: WithingsEmulator, settings: Any
+) -> None:
+    settings.SYNC_INTERVAL = 600
+    withings.add_measures(datetime.now(UTC) - timedelta(days=1), {1: (75232, -3)})
+    connection = connect(alice.human)
+
+    def interval() -> timedelta:
+        assert sync(connection).outcome == SyncOutcome.SUCCEEDED
+        connection.refresh_from_db()
+        assert connection.next_sync_at is not None and connection.last_synced_at is not None
+        return connection.next_sync_at - connection.last_synced_at
+
+    # Withings asks to be polled hourly, whatever SYNC_INTERVAL says...
+    assert interval() == timedelta(seconds=3600) == timedelta(seconds=plugin().sync_interval or 0)
+    # ...unless its operator says otherwise for this source.
+    settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, "SOURCE_WITHINGS_SYNC_INTERVAL": "120"}
+    assert interval() == timedelta(seconds=120)

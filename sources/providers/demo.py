@@ -314,8 +314,20 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
             source_data=sleep,
         )
     )
-    for at, bpm in doc["heart_rate"]:
-        records.append(_reading("heart_rate", f"hr-{at}", at, tz, bpm, "bpm"))
+    # 1,440 a day at the finest interval: made directly, without _reading's keyword arguments.
+    records.extend(
+        Record(
+            "heart_rate",
+            "hr-" + at,
+            _parse(at),
+            tz,
+            None,
+            bpm,
+            {"value": bpm, "unit": "bpm"},
+            {"timestamp": at, "value": bpm},
+        )
+        for at, bpm in doc["heart_rate"]
+    )
     body = doc["body"]
     at = body["measured_at"]
     records.append(_reading("weight", f"weight-{day}", at, tz, body["weight_kg"], "kg", body))

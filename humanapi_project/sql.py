@@ -1,0 +1,69 @@
+"""Hand-written statements on PostgreSQL through psycopg's own cursor, in the caller's
+transaction: parameters bound by the server (the ORM's cursor writes each one into the
+statement's text, bytes as hex) and, where asked, results in binary (a bytea comes as its
+bytes, jsonb parsed). Used on the hot paths: a sync's page writes, a list page's reads.
+
+Each statement is logged as the ORM logs its own (`connection.queries`, so Django's
+CaptureQueriesContext and the benches count it) whenever queries are being logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from django.db import connection
+
+
+class Cursor:
+    """The few cursor methods the hand-written paths use, logged like the ORM's."""
+
+    def __init__(self, raw: psycopg.Cursor[Any], logged: bool) -> None:
+        self.raw, self.logged = raw, logged
+
+    def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            self.raw.execute(sql, params, binary=binary)
+        finally:
+            self._log(sql, started)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        started = time.monotonic()
+        try:
+            self.raw.executemany(sql, rows)
+        finally:
+            self._log(f"{len(rows)} times: {sql}", started)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.raw.fetchall()
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.raw.fetchone()
+
+    def _log(self, sql: str, started: float) -> None:
+        if self.logged:
+            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+
+
+@contextmanager
+def cursor() -> Iterator[Cursor]:
+    """A server-binding cursor on the default database (PostgreSQL only)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as raw:
+        yield Cursor(raw, connection.queries_logged)
+
+
+def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a query; on PostgreSQL with server-bound parameters and binary results, on
+    any other database through the ORM's cursor."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as plain:
+            plain.execute(sql, params)
+            return plain.fetchall()
+    with cursor() as pg:
+        pg.execute(sql, params, binary=True)
+        return pg.fetchall()
