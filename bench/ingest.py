@@ -2,12 +2,13 @@
 history sync takes.
 
 1. Rate: Demo raw pages are generated first (provider time excluded), then timed through the
-   engine's own page writer (`sources.sync._store_page`: normalize, COPY + INSERT ... ON
-   CONFLICT, cursor, in one transaction per page). The same rows then go through a bare psycopg
-   COPY into a staging table plus INSERT ... ON CONFLICT, one transaction per page, on the same
-   database; and the heart-rate readings alone (99% of them) the same bare way into a narrow table
-   (connection, time, value) keyed on (connection, time): the floor for a time-series layout.
-   ingest_ratio = engine rate / narrow-table rate.
+   engine's own page writer (`sources.sync._store_page`: normalize, write, cursor, in one
+   transaction per page), each time for a new connection. The same rows then go through a bare
+   psycopg COPY into a staging table plus INSERT ... ON CONFLICT, one transaction per page, on
+   the same database; and the heart-rate readings alone (99% of them) the same bare way into a
+   narrow table (connection, time, value) keyed on (connection, time): the floor for a
+   time-series layout. The three are taken in turn, BENCH_ROUNDS times (5), and each side's
+   median kept. ingest_ratio = engine rate / narrow-table rate.
 2. Memory: a 365-day Demo history sync with minute-level heart rate runs in a child process
    (`manage.py sync_connection`); its peak RSS comes from getrusage of the child.
 
@@ -17,6 +18,7 @@ Last line: `ingest_ratio=<x> peak_rss_mb=<y>`.
 
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_DAYS = int(os.environ.get("BENCH_RATE_DAYS", "30"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def bench_database_url(base: str, name: str) -> str:
@@ -74,7 +77,10 @@ def make_connection(client_user_id: str) -> Any:
     return connection_store(human=human, slug="demo", credentials=credentials, request=None)
 
 
-def measure_rate() -> tuple[float, float, float, int]:
+def measure_rate(rounds: int) -> tuple[float, float, float, int]:
+    """Records/s of the engine, of the bare record-table ingest and of the bare narrow-table
+    ingest: each the median of `rounds` rounds taken in turn (engine, bare, narrow, engine, ...),
+    so that a slower stretch of a noisy machine falls on every side alike."""
     from django.conf import settings
     from django.db import connection as db
     from django.db import transaction
@@ -89,33 +95,24 @@ def measure_rate() -> tuple[float, float, float, int]:
 
     settings.DEMO_HISTORY_DAYS = RATE_DAYS
     settings.DEMO_HEART_RATE_INTERVAL_MINUTES = 1
-    connection = make_connection("rate")
     plugin = get_plugin("demo")
     assert isinstance(plugin, DemoSource)
-    ctx = SyncContext(
-        connection_id=connection.pk,
-        external_user_id="demouser",
-        credentials={},
-        cursor={},
-        history=True,
-        now=timezone.now(),
-        http=ProviderHttp(),
-        settings={},
-    )
-    pages = list(plugin.fetch(ctx))  # the "provider" part, outside the timing
 
-    totals = RunTotals()
-    started = time.perf_counter()
-    for page in pages:
-        _store_page(connection, plugin, ctx, page, totals)
-    engine_seconds = time.perf_counter() - started
-    records = sum(c.created for c in totals.counts.values())
+    def context(connection: Any) -> SyncContext:
+        return SyncContext(
+            connection_id=connection.pk,
+            external_user_id="demouser",
+            credentials={},
+            cursor={},
+            history=True,
+            now=timezone.now(),
+            http=ProviderHttp(),
+            settings={},
+        )
 
-    # The same rows, written the bare way on the same database.
-    baseline = make_connection("baseline")
-    rows = [[_row(r, baseline.human_id, baseline.pk, "demo") for r in plugin.normalize(page, ctx)] for page in pages]
+    first = make_connection("pages")
+    pages = list(plugin.fetch(context(first)))  # the "provider" part, outside the timing
     cols = ", ".join(COLUMNS)
-    now = timezone.now()
     with db.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE bare_stage (human_id varchar, connection_id varchar, source varchar, type varchar,"
@@ -123,46 +120,81 @@ def measure_rate() -> tuple[float, float, float, int]:
             " local_day date, value double precision, data jsonb, source_data jsonb, content_hash varchar)"
             " ON COMMIT DELETE ROWS"
         )
-    started = time.perf_counter()
-    for page_rows in rows:
-        with transaction.atomic(), db.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY bare_stage ({cols}) FROM STDIN") as copy:
-                for row in page_rows:
-                    copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO data_api_record ({cols}, created_at, updated_at) "
-                f"SELECT {cols}, %s, %s FROM bare_stage {_CONFLICT}",
-                [now, now],
-            )
-    bare_seconds = time.perf_counter() - started
-    bare_records = sum(len(r) for r in rows)
-
-    # The heart-rate readings (99% of the records), the bare idempotent way into a narrow table
-    # made for them: the floor a time-series layout is measured against.
-    readings = [
-        [(baseline.pk, r.start_time, r.value) for r in plugin.normalize(page, ctx) if r.type == "heart_rate"]
-        for page in pages
-    ]
-    with db.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE narrow_reading (connection_id varchar, at timestamptz, value double precision,"
-            " PRIMARY KEY (connection_id, at))"
-        )
         cursor.execute("CREATE TEMP TABLE narrow_stage (connection_id varchar, at timestamptz, value double precision)")
-    started = time.perf_counter()
-    for page_rows in readings:
-        with transaction.atomic(), db.cursor() as cursor:
-            with cursor.cursor.copy("COPY narrow_stage (connection_id, at, value) FROM STDIN") as copy:
-                for row in page_rows:
-                    copy.write_row(row)
+
+    def engine(n: int) -> tuple[int, float]:
+        connection = make_connection(f"engine-{n}")
+        ctx = context(connection)
+        totals = RunTotals()
+        started = time.perf_counter()
+        for page in pages:
+            _store_page(connection, plugin, ctx, page, totals)
+        return sum(c.created for c in totals.counts.values()), time.perf_counter() - started
+
+    def bare(n: int) -> tuple[int, float]:
+        """The same rows, written the bare way into the record table (one row each)."""
+        baseline = make_connection(f"bare-{n}")
+        ctx = context(baseline)
+        rows = [[_row(r, baseline.human_id, baseline.pk, "demo") for r in plugin.normalize(p, ctx)] for p in pages]
+        now = timezone.now()
+        started = time.perf_counter()
+        for page_rows in rows:
+            with transaction.atomic(), db.cursor() as cursor:
+                with cursor.cursor.copy(f"COPY bare_stage ({cols}) FROM STDIN") as copy:
+                    for row in page_rows:
+                        copy.write_row(row)
+                cursor.execute(
+                    f"INSERT INTO data_api_record ({cols}, created_at, updated_at) "
+                    f"SELECT {cols}, %s, %s FROM bare_stage {_CONFLICT}",
+                    [now, now],
+                )
+        return sum(len(r) for r in rows), time.perf_counter() - started
+
+    def narrow(n: int) -> tuple[int, float]:
+        """The heart-rate readings (99% of the records), the bare idempotent way into a narrow
+        table made for them: the floor a time-series layout is measured against."""
+        ctx = context(first)
+        readings = [
+            [(first.pk, r.start_time, r.value) for r in plugin.normalize(page, ctx) if r.type == "heart_rate"]
+            for page in pages
+        ]
+        table = f"narrow_reading_{n}"
+        with db.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO narrow_reading SELECT * FROM narrow_stage ON CONFLICT (connection_id, at) "
-                "DO UPDATE SET value = EXCLUDED.value WHERE narrow_reading.value IS DISTINCT FROM EXCLUDED.value"
+                f"CREATE TABLE {table} (connection_id varchar, at timestamptz, value double precision,"
+                " PRIMARY KEY (connection_id, at))"
             )
-            cursor.execute("TRUNCATE narrow_stage")
-    narrow_seconds = time.perf_counter() - started
-    narrow_rate = sum(len(r) for r in readings) / narrow_seconds
-    return records / engine_seconds, bare_records / bare_seconds, narrow_rate, records
+        started = time.perf_counter()
+        for page_rows in readings:
+            with transaction.atomic(), db.cursor() as cursor:
+                with cursor.cursor.copy("COPY narrow_stage (connection_id, at, value) FROM STDIN") as copy:
+                    for row in page_rows:
+                        copy.write_row(row)
+                cursor.execute(
+                    f"INSERT INTO {table} SELECT * FROM narrow_stage ON CONFLICT (connection_id, at) "
+                    f"DO UPDATE SET value = EXCLUDED.value WHERE {table}.value IS DISTINCT FROM EXCLUDED.value"
+                )
+                cursor.execute("TRUNCATE narrow_stage")
+        return sum(len(r) for r in readings), time.perf_counter() - started
+
+    rates: dict[str, list[float]] = {"engine": [], "bare": [], "narrow": []}
+    records = 0
+    for n in range(rounds):
+        for name, run in (("engine", engine), ("bare", bare), ("narrow", narrow)):
+            count, seconds = run(n)
+            rates[name].append(count / seconds)
+            if name == "engine":
+                records = count
+        print(
+            f"  round {n + 1}: engine {rates['engine'][-1]:,.0f}/s, bare {rates['bare'][-1]:,.0f}/s, "
+            f"narrow {rates['narrow'][-1]:,.0f}/s"
+        )
+    return (
+        statistics.median(rates["engine"]),
+        statistics.median(rates["bare"]),
+        statistics.median(rates["narrow"]),
+        records,
+    )
 
 
 def measure_memory(url: str) -> tuple[float, int, float]:
@@ -206,8 +238,11 @@ def main() -> None:
     try:
         url = bench_database_url(base, name)
         setup_django(url)
-        engine_rate, bare_rate, narrow_rate, records = measure_rate()
-        print(f"engine normalize+upsert: {engine_rate:,.0f} records/s ({records} records, {RATE_DAYS} days)")
+        engine_rate, bare_rate, narrow_rate, records = measure_rate(ROUNDS)
+        print(
+            f"engine normalize+upsert: {engine_rate:,.0f} records/s ({records} records, {RATE_DAYS} days; "
+            f"median of {ROUNDS} rounds, each side in turn)"
+        )
         print(
             "bare COPY + INSERT ... ON CONFLICT of every record into the record table (one row each, "
             f"the layout before day rows): {bare_rate:,.0f} records/s"

@@ -754,7 +754,13 @@ def _day_stat(human_id: str, source: str, kind: str, day: date, parts: list[Pack
     if not parts:
         row.count, row.stats, row.created_at, row.updated_at = 0, {}, None, None
         return row
-    values = [aggregate(m, [v for p in parts for v in p.numbers(m.field)]) for m in SUMMARIZED[kind]]
+    numbers: dict[str, list[float]] = {}  # each field's numbers, read once for all its measures
+    for m in SUMMARIZED[kind]:
+        if m.field not in numbers:
+            numbers[m.field] = (
+                parts[0].numbers(m.field) if len(parts) == 1 else [v for p in parts for v in p.numbers(m.field)]
+            )
+    values = [aggregate(m, numbers[m.field]) for m in SUMMARIZED[kind]]
     row.count = sum(p.count for p in parts)
     row.stats = finish(kind, values)
     row.created_at = datetime.fromtimestamp(min(p.created_ms for p in parts) / 1000, UTC)

@@ -225,21 +225,35 @@ _CONFLICT = (
 
 
 _FEW = 100
+_ARRAY_TYPES = {
+    "start_time": "timestamptz",
+    "end_time": "timestamptz",
+    "tz_offset": "smallint",
+    "local_day": "date",
+    "value": "float8",
+    "data": "text",
+    "source_data": "text",
+}
+_ARRAYS = ", ".join(f"%s::{_ARRAY_TYPES.get(c, 'varchar')}[]" for c in COLUMNS)
+_FEW_ROWS = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}, created_at, updated_at) "
+    f"SELECT {', '.join(f'{c}::jsonb' if c in ('data', 'source_data') else c for c in COLUMNS)}, %s, %s "
+    f"FROM unnest({_ARRAYS}) AS u({', '.join(COLUMNS)}) "
+    f"{_CONFLICT}RETURNING type, (xmax = 0) AS inserted"
+)
 
 
 def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[tuple[str, bool, int]]:
     """(type, inserted?, how many) of the rows written; rows left untouched are not counted."""
     cols = ", ".join(COLUMNS)
     if len(rows) <= _FEW:  # a few rows: one statement, cheaper than a staged COPY
-        one = "(" + ", ".join("%s::jsonb" if c in ("data", "source_data") else "%s" for c in COLUMNS) + ", %s, %s)"
-        # Parameters bound by the server: the ORM's cursor would write each of them into the
-        # statement's text, parsing it again for every page.
+        # Each column as one array parameter: the same statement for every page, which psycopg
+        # prepares once per connection, where one placeholder per value would be parsed anew.
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        value = COLUMNS.index("value")
+        columns[value] = [None if v is None else float(v) for v in columns[value]]
         with sql.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {TABLE} ({cols}, created_at, updated_at) VALUES {', '.join([one] * len(rows))} "
-                f"{_CONFLICT}RETURNING type, (xmax = 0) AS inserted",
-                [v for row in rows for v in (*row, now, now)],
-            )
+            cursor.execute(_FEW_ROWS, [now, now, *columns])
             return [(kind, inserted, n) for (kind, inserted), n in Counter(cursor.fetchall()).items()]
     with db.cursor() as cursor:
         cursor.execute(
