@@ -24,25 +24,33 @@ class Cursor:
     def __init__(self, raw: psycopg.Cursor[Any], logged: bool) -> None:
         self.raw, self.logged = raw, logged
 
+    # Errors come out as Django's (django.db.OperationalError, ...), as from the ORM's cursor, and
+    # mark the connection as Django marks it: callers catch them, and a connection cut mid-page
+    # is closed and opened again like any other.
+
     def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> None:
         started = time.monotonic()
         try:
-            self.raw.execute(sql, params, binary=binary)
+            with connection.wrap_database_errors:
+                self.raw.execute(sql, params, binary=binary)
         finally:
             self._log(sql, started)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         started = time.monotonic()
         try:
-            self.raw.executemany(sql, rows)
+            with connection.wrap_database_errors:
+                self.raw.executemany(sql, rows)
         finally:
             self._log(f"{len(rows)} times: {sql}", started)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        return self.raw.fetchall()
+        with connection.wrap_database_errors:
+            return self.raw.fetchall()
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        return self.raw.fetchone()
+        with connection.wrap_database_errors:
+            return self.raw.fetchone()
 
     def _log(self, sql: str, started: float) -> None:
         if self.logged:
@@ -53,7 +61,7 @@ class Cursor:
 def cursor() -> Iterator[Cursor]:
     """A server-binding cursor on the default database (PostgreSQL only)."""
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as raw:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
         yield Cursor(raw, connection.queries_logged)
 
 

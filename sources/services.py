@@ -76,9 +76,11 @@ def audit_connection(
     )
 
 
-def _subscribe(connection_id: str, slug: str) -> None:
+def _start(connection_id: str, slug: str) -> None:
+    """A connection just made: its history sync, and (per-user push sources) its subscription."""
     from .push import subscribe_on_connect  # push needs this module (as tasks does, for enqueue_sync)
 
+    enqueue_sync(connection_id)
     subscribe_on_connect(connection_id, slug)
 
 
@@ -101,8 +103,7 @@ def connection_store(*, human: Human, slug: str, credentials: Credentials, reque
         connection.sync_queued_at = now  # a wait left from an earlier authorization is over
         connection.save()
         audit_connection("connection.connected", connection, Actor.END_USER, request, reconnect=not created)
-        transaction.on_commit(lambda: enqueue_sync(connection.pk))
-        transaction.on_commit(lambda: _subscribe(connection.pk, slug))
+        transaction.on_commit(lambda: _start(connection.pk, slug))
         transaction.on_commit(lambda: notify_connection_event(connection, "source.connected"))
     return connection
 

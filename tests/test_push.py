@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from connect.models import Application, AuditEntry, Token, TokenKind
 from data_api.models import Record
+from humanapi_project.celery import app
 from sources import push
 from sources.base import SUBSCRIBE, Change, Credentials
 from sources.http import ProviderHttp
@@ -41,7 +42,6 @@ from tests.emulators.oura import OuraEmulator, document_id, workout
 from tests.emulators.strava import StravaEmulator, synthetic
 from tests.emulators.webhook_receiver import WebhookReceiver, running_receiver
 from tests.emulators.withings import WithingsEmulator
-from tests.factories import make_application, make_human
 from tests.live import LiveStack, free_port, start_stack, stop_stack, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -747,30 +747,22 @@ def test_a_malformed_public_base_url_fails_the_system_checks(settings: Any, valu
     assert any("PUBLIC_BASE_URL" in m for m in messages), messages
 
 
-def test_a_new_per_user_connection_is_subscribed_at_once_not_at_the_next_check(
-    withings: WithingsEmulator, strava: StravaEmulator, oura: OuraEmulator, google: GoogleHealthEmulator, settings: Any
+def test_a_new_withings_connection_is_subscribed_at_once_not_at_the_next_check(
+    pushing: LiveStack, withings: WithingsEmulator, alice: Persona, charlie: Persona, settings: Any
 ) -> None:
-    from tests.test_queue_priority import sent_to
+    # What a worker does with the tasks a new connection sends (its history sync, its
+    # subscription), done here, in this process, as they are sent.
+    app.conf.task_always_eager = True
+    try:
+        connection = connect(alice, "withings")
+        settings.PUBLIC_BASE_URL = ""  # push not set up: polled only, nothing to subscribe
+        unsubscribed = connect(charlie, "withings")
+    finally:
+        app.conf.task_always_eager = False
 
-    if not settings.CELERY_BROKER_URL.startswith("memory://"):
-        pytest.skip("reads the messages off the in-process broker")
-    for key, value in push_env(strava, oura, withings, google, "http://127.0.0.1:9").items():
-        if key.startswith("SOURCE_"):
-            settings.SOURCE_SETTINGS = {**settings.SOURCE_SETTINGS, key: value}
-    settings.PUBLIC_BASE_URL, settings.ALLOW_HTTP_PROVIDERS = "http://127.0.0.1:9", True
-    interactive = settings.CELERY_INTERACTIVE_QUEUE
-    sent_to(interactive)  # what other tests left there
-    app = make_application("Subscribed at once")
-    credentials = Credentials(data={"access_token": "a", "refresh_token": "r"}, external_user_id="w-1")
-
-    human = make_human(app, "user-1", "user-1@example.com")
-    withings_connection = connection_store(human=human, slug="withings", credentials=credentials, request=None)
-    connection_store(human=human, slug="strava", credentials=credentials, request=None)  # one per application: none
-
-    assert sent_to(interactive) == [
-        ("sources.tasks.push_sync", [withings_connection.pk, Change("", "", SUBSCRIBE).as_json()])
-    ]
-    settings.PUBLIC_BASE_URL = ""  # push not set up here: polled only, nothing to subscribe
-    other = make_human(app, "user-2", "user-2@example.com")
-    connection_store(human=other, slug="withings", credentials=credentials, request=None)
-    assert sent_to(interactive) == []
+    settings.PUBLIC_BASE_URL = pushing.base_url
+    current = token_hash(callback_url("withings", per_user=True))[:16]
+    assert connection.cursor.get(push.SUBSCRIBED_KEY) == current  # subscribed by the connect itself
+    assert {s["appli"] for s in withings.subscriptions} == {1, 2, 4, 16, 44, 46}
+    assert push.SUBSCRIBED_KEY not in unsubscribed.cursor
+    assert push_maintain()["withings"] == "checked; 1 connection(s) to subscribe"  # charlie's, at the next check
