@@ -356,7 +356,9 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
             now = datetime.now(UTC).replace(microsecond=0)
 
             def make(n: int, source: str) -> Change:
-                start = now - timedelta(hours=2, minutes=n % 60)
+                # Each change its own interval: Google Health's reconciled stream merges points of the
+                # same interval and type (as from two devices), so a repeated one would never be seen.
+                start = now - timedelta(hours=2, minutes=n)
                 if source == "strava":
                     item = synthetic(30_000_000_000 + n, start, "Europe/Paris", ("Run", "Ride", "Walk")[n % 3])
                     change = Change(source, str(item["id"]))

@@ -129,7 +129,7 @@ def finished_runs(connection_id: str, count: int) -> list[SyncRun]:
 
 def send_sync(stack: LiveStack, connection_id: str) -> None:
     """Queue a sync the way beat does, through the stack's own broker and queue."""
-    sender = celery.Celery("e2e-sender")
+    sender = celery.Celery("e2e-sender", set_as_current=False)  # the project's app stays the current one
     # Explicit: Celery prefers a CELERY_BROKER_URL environment variable (memory:// in tests) to `broker=`.
     with sender.connection_for_write(REDIS_URL) as connection:
         sender.send_task(
