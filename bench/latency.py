@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -157,23 +156,6 @@ def stop_stack(processes: list[subprocess.Popen[bytes]]) -> None:
 # --- one run, in a child process (its own settings) -----------------------------------------------
 
 
-def connect(human: Any, slug: str) -> Any:
-    """The Connect flow's server side against the emulator: authorize, exchange, store (which
-    enqueues the history sync to the worker)."""
-    from sources.http import ProviderHttp
-    from sources.oauth import OAuth2CodeSource, pkce_pair
-    from sources.registry import get_plugin
-    from sources.services import connection_store
-
-    plugin = get_plugin(slug)
-    assert isinstance(plugin, OAuth2CodeSource)
-    verifier, challenge = pkce_pair()
-    url = plugin.authorization_url(redirect_uri=CALLBACK, state="s", code_challenge=challenge)
-    code = parse_qs(urlsplit(requests.get(url, allow_redirects=False, timeout=5).headers["Location"]).query)["code"][0]
-    credentials = plugin.exchange_code(code=code, redirect_uri=CALLBACK, code_verifier=verifier, http=ProviderHttp())
-    return connection_store(human=human, slug=slug, credentials=credentials, request=None)
-
-
 def updated_events(receiver: Any) -> list[tuple[str, float, float]]:
     """(source, changedAt, received at) of each `data.updated` event that touched activities,
     first delivery of each event."""
@@ -257,6 +239,7 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     from tests.emulators.strava import StravaEmulator, synthetic
     from tests.emulators.webhook_receiver import running_receiver
     from tests.emulators.withings import WithingsEmulator
+    from tests.factories import connect_through_oauth
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulators' access logs
     today = datetime.now(UTC).date()
@@ -336,7 +319,7 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
         human = human_for_session(created.application, "latency-user", "latency-user@example.com")
         with running_receiver(created.webhook_secret) as receiver:
             Application.objects.filter(pk=created.application.pk).update(notify_url=receiver.url)
-            ids = [connect(human, slug).pk for slug in measured]
+            ids = [connect_through_oauth(human, slug, CALLBACK).pk for slug in measured]
             settled = Connection.objects.filter(
                 pk__in=ids, history_synced_at__isnull=False, sync_claimed_at__isnull=True
             )

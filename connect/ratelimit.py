@@ -103,11 +103,7 @@ def hit_each(*pairs: tuple[Limit, str], now: float | None = None) -> Verdict:
             if _incr(w) > w.limit.per_window:
                 return w.verdict(False)
         return Verdict(True, 0)
-    if windows:
-        for w, count in zip(windows, _db_incr_chain(windows), strict=True):
-            if count is None or count > w.limit.per_window:
-                return w.verdict(False)
-    return Verdict(True, 0)
+    return _verdict(windows, _db_incr_chain(windows)) if windows else Verdict(True, 0)
 
 
 def peek(limit: Limit, subject: str, now: float | None = None) -> Verdict:
@@ -143,11 +139,7 @@ class Chain:
 
     def verdict(self, counts: Sequence[Any]) -> Verdict:
         """The verdict from the counts the statement returned."""
-        found = _counted(self.windows, counts)
-        for w, count in zip(self.windows, found, strict=True):
-            if count is None or count > w.limit.per_window:
-                return w.verdict(False)
-        return Verdict(True, 0)
+        return _verdict(self.windows, _counted(self.windows, counts))
 
 
 def chained(*pairs: tuple[Limit, str], guard: str = "true", now: float | None = None) -> Chain | None:
@@ -159,24 +151,32 @@ def chained(*pairs: tuple[Limit, str], guard: str = "true", now: float | None = 
     windows = tuple(_window(limit, subject, now) for limit, subject in pairs if limit.per_window > 0)
     if not windows:
         return None
-    steps, params = _chain_steps(windows, guard)
-    return Chain(
-        windows, ", ".join(steps), tuple(params), ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
-    )
+    return _chain(windows, guard)
 
 
-def _chain_steps(windows: Sequence[_Window], guard: str) -> tuple[list[str], list[Any]]:
-    table = RateLimitBucket._meta.db_table
-    upsert = f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count"
+_TABLE = RateLimitBucket._meta.db_table
+_UPSERT = f"ON CONFLICT (key) DO UPDATE SET count = {_TABLE}.count + 1 RETURNING count"
+
+
+def _chain(windows: tuple[_Window, ...], guard: str) -> Chain:
     steps: list[str] = []
     params: list[Any] = []
     for n, w in enumerate(windows):
         condition = guard if n == 0 else f"(SELECT count FROM c{n - 1}) <= {windows[n - 1].limit.per_window:d}"
         steps.append(
-            f"c{n} AS (INSERT INTO {table} (key, count, expires_at) SELECT %s, 1, %s WHERE {condition} {upsert})"
+            f"c{n} AS (INSERT INTO {_TABLE} (key, count, expires_at) SELECT %s, 1, %s WHERE {condition} {_UPSERT})"
         )
         params.extend([w.key, datetime.fromtimestamp(w.end, UTC)])
-    return steps, params
+    counts = ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
+    return Chain(windows, ", ".join(steps), tuple(params), counts)
+
+
+def _verdict(windows: Sequence[_Window], counts: Sequence[int | None]) -> Verdict:
+    """Refused by the first window over its limit (or not counted, being after one that is)."""
+    for w, count in zip(windows, counts, strict=True):
+        if count is None or count > w.limit.per_window:
+            return w.verdict(False)
+    return Verdict(True, 0)
 
 
 def _counted(windows: Sequence[_Window], row: Sequence[Any] | None) -> list[int | None]:
@@ -189,19 +189,16 @@ def _counted(windows: Sequence[_Window], row: Sequence[Any] | None) -> list[int 
 def _db_incr_chain(windows: Sequence[_Window]) -> list[int | None]:
     """Increment the buckets in order, each only if the one before is within its limit (None: not
     counted). One `INSERT ... ON CONFLICT` per bucket; on PostgreSQL chained in one statement."""
-    table = RateLimitBucket._meta.db_table
     with connection.cursor() as cursor:
         if len(windows) == 1:  # SQLite has no INSERT in a WITH
             w = windows[0]
             cursor.execute(
-                f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) "
-                f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
+                f"INSERT INTO {_TABLE} (key, count, expires_at) VALUES (%s, 1, %s) {_UPSERT}",
                 [w.key, datetime.fromtimestamp(w.end, UTC)],
             )
         else:
-            steps, params = _chain_steps(windows, "true")
-            counts = ", ".join(f"(SELECT count FROM c{n})" for n in range(len(windows)))
-            cursor.execute(f"WITH {', '.join(steps)} SELECT {counts}", params)
+            chain = _chain(tuple(windows), "true")
+            cursor.execute(f"WITH {chain.ctes} SELECT {chain.counts}", chain.params)
         row = cursor.fetchone()
     return _counted(windows, row)
 

@@ -61,16 +61,10 @@ def check_public_base_url(app_configs: Sequence[Any] | None = None, **kwargs: An
     value = settings.PUBLIC_BASE_URL
     if not value:
         return []
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.match(parts.netloc.split(":")[0]):
-        return [_error(f"PUBLIC_BASE_URL is not an http(s) URL: {value!r}", "E006")]
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        return [_error(f"PUBLIC_BASE_URL has a malformed port: {value!r}", "E006")]
-    if parts.username or parts.password or parts.query or parts.fragment:
-        return [_error("PUBLIC_BASE_URL must be an origin and path only (no credentials, query or fragment)", "E006")]
-    return []
+    errors = _http_url_errors("PUBLIC_BASE_URL", value, "E006")
+    if not errors and (urlsplit(value).query or urlsplit(value).fragment):
+        errors = [_error("PUBLIC_BASE_URL must be an origin and path only (no query or fragment)", "E006")]
+    return errors
 
 
 @checks.register("sources")
@@ -90,17 +84,25 @@ def check_queue_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any
     return []
 
 
-def _url_errors(name: str, value: str) -> list[checks.CheckMessage]:
+def _http_url_errors(name: str, value: str, code: str) -> list[checks.CheckMessage]:
+    """An http(s) URL with a well-formed host and port, and no credentials."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.match(parts.netloc.split(":")[0]):
-        return [_error(f"{name} is not an http(s) URL: {value!r}", "E001")]
+        return [_error(f"{name} is not an http(s) URL: {value!r}", code)]
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        return [_error(f"{name} has a malformed port: {value!r}", "E001")]
+        return [_error(f"{name} has a malformed port: {value!r}", code)]
     if parts.username or parts.password:
-        return [_error(f"{name} must not carry credentials in the URL", "E001")]
-    if parts.scheme == "http" and not settings.ALLOW_HTTP_PROVIDERS:
+        return [_error(f"{name} must not carry credentials in the URL", code)]
+    return []
+
+
+def _url_errors(name: str, value: str) -> list[checks.CheckMessage]:
+    errors = _http_url_errors(name, value, "E001")
+    if errors:
+        return errors
+    if urlsplit(value.strip()).scheme == "http" and not settings.ALLOW_HTTP_PROVIDERS:
         return [
             _error(
                 f"{name} is plain http ({value!r}); use https, or set ALLOW_HTTP_PROVIDERS=1 for an emulator or "

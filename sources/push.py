@@ -179,14 +179,22 @@ def subscribe_on_connect(connection_id: str, slug: str) -> None:
     """A connection of a per-user source (Withings) is subscribed as soon as it is made, not at
     beat's next check of the subscriptions (PUSH_CHECK_INTERVAL): until then it would only be
     polled. The subscription runs on the interactive queue, under the connection's claim."""
-    if not settings.PUSH_ENABLED or not settings.PUBLIC_BASE_URL:
+    if not _push_set_up():
         return
     plugin = push_plugin(slug)
-    if plugin is None or not plugin.push_per_user or plugin.push_by_operator:
+    if plugin is None or not plugin.push_per_user or plugin.push_by_operator or _unreachable(callback_url(slug)):
         return
-    if callback_url(slug).startswith("http://") and not settings.ALLOW_HTTP_PROVIDERS:
-        return  # as push_maintain: providers call https only
     enqueue_push(connection_id, Change("", "", SUBSCRIBE))
+
+
+def _push_set_up() -> bool:
+    """Notifications are taken here: on, with a public address providers can call back."""
+    return settings.PUSH_ENABLED and bool(settings.PUBLIC_BASE_URL)
+
+
+def _unreachable(url: str) -> bool:
+    """A plain-http callback, which providers never call (allowed only for emulators)."""
+    return url.startswith("http://") and not settings.ALLOW_HTTP_PROVIDERS
 
 
 def enqueue_push(connection_id: str, change: Change) -> None:
@@ -345,14 +353,14 @@ def push_maintain(http: ProviderHttp | None = None) -> dict[str, str]:
     """Make sure every configured source that takes notifications has its subscriptions at the
     provider, pointing here: made when missing, remade when they vanished or moved, renewed
     before they expire. Returns each source's state, for the log."""
-    if not settings.PUSH_ENABLED or not settings.PUBLIC_BASE_URL:
+    if not _push_set_up():
         return {}
     done: dict[str, str] = {}
     for plugin in enabled_plugins():
         if not plugin.push_configured():
             continue
         url = callback_url(plugin.slug)
-        if url.startswith("http://") and not settings.ALLOW_HTTP_PROVIDERS:
+        if _unreachable(url):
             done[plugin.slug] = "skipped: PUBLIC_BASE_URL is plain http (providers call https only)"
             continue
         try:

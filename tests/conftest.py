@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from tests.emulators.humanity import HumanityEmulator
 from tests.factories import Persona, make_application, make_human
@@ -17,6 +18,16 @@ def alice(db: None) -> Persona:
     """Alice's application and one of its users."""
     app = make_application("Alice's app")
     return Persona(app, make_human(app, "alice-user-1", "alice-user-1@example.com"))
+
+
+@pytest.fixture
+def operator(db: None) -> Client:
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
+    browser = Client()
+    browser.force_login(User.objects.get(username="ops"))
+    return browser
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from connect.models import Human, Token, TokenKind
+from connect.services import CreatedApplication
 from tests.conftest import Persona
 
 HTML_ERROR_PAGES = ("/connect/oauth/callback", "/connect/oauth/")  # shown to a person in the popup
@@ -122,18 +123,26 @@ def test_it_refuses_deeply_nested_json_with_a_400(path: str, db: None) -> None:
     assert response.json()["statusCode"] == response.status_code
 
 
-def test_it_refuses_a_value_of_the_wrong_type_where_the_schema_says_text(alice: Persona) -> None:
-    """DRF's CharField would take `true` as "True" and `1.5` as "1.5": bodies the published
-    schema refuses, which change nothing."""
-    app = alice.app
-    client = Client()
-    basic = "Basic " + base64.b64encode(f"{app.app_key}:".encode()).decode()
-    token = {
+def app_key_header(app: CreatedApplication) -> str:
+    return "Basic " + base64.b64encode(f"{app.app_key}:".encode()).decode()
+
+
+def session_request(app: CreatedApplication) -> dict[str, str]:
+    """The body of a session token request, less its user id."""
+    return {
         "client_id": app.application.client_id,
         "client_secret": app.client_secret,
         "type": "session",
         "client_user_email": "n@example.com",
     }
+
+
+def test_it_refuses_a_value_of_the_wrong_type_where_the_schema_says_text(alice: Persona) -> None:
+    """DRF's CharField would take `true` as "True" and `1.5` as "1.5": bodies the published
+    schema refuses, which change nothing."""
+    app = alice.app
+    client = Client()
+    basic, token = app_key_header(app), session_request(app)
     calls = [
         (f"/v1/apps/{app.application.client_id}/users", {"externalId": True}, basic, "externalId"),
         (f"/v1/apps/{app.application.client_id}/users", {"externalId": 1.5}, basic, "externalId"),
@@ -152,13 +161,7 @@ def test_it_refuses_a_value_of_the_wrong_type_where_the_schema_says_text(alice: 
 def test_a_numeric_user_id_is_the_same_user_as_its_text(alice: Persona) -> None:
     """Apps often send their own numeric ids as JSON numbers: 12345 and "12345" are one user."""
     app = alice.app
-    basic = "Basic " + base64.b64encode(f"{app.app_key}:".encode()).decode()
-    token = {
-        "client_id": app.application.client_id,
-        "client_secret": app.client_secret,
-        "type": "session",
-        "client_user_email": "n@example.com",
-    }
+    basic, token = app_key_header(app), session_request(app)
     client = Client()
     as_number = client.post("/v1/connect/token", {**token, "client_user_id": 12345}, content_type="application/json")
     as_text = client.post("/v1/connect/token", {**token, "client_user_id": "12345"}, content_type="application/json")

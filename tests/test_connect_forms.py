@@ -160,16 +160,6 @@ def test_it_keeps_form_secrets_out_of_the_audit_log_and_logs(alice: Persona, cap
 # --- the operator's admin ------------------------------------------------------------------
 
 
-@pytest.fixture
-def operator(db: None) -> Client:
-    from django.contrib.auth.models import User
-
-    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
-    browser = Client()
-    browser.force_login(User.objects.get(username="ops"))
-    return browser
-
-
 def test_it_creates_an_application_in_the_admin_and_shows_its_secrets_once(operator: Client) -> None:
     from connect.models import Application
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import requests
 from django.conf import LazySettings
-from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
@@ -360,14 +359,6 @@ def test_bad_signature_modes_are_refused_and_change_nothing(db: None) -> None:
 
 
 # --- the admin ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def operator(db: None) -> Client:
-    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
-    browser = Client()
-    browser.force_login(User.objects.get(username="ops"))
-    return browser
 
 
 def test_the_admin_switches_to_human_api_signatures_only_by_replacing_the_client_secret(

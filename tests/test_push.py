@@ -28,12 +28,9 @@ from data_api.models import Record
 from humanapi_project.celery import app
 from sources import push
 from sources.base import SUBSCRIBE, Change, Credentials
-from sources.http import ProviderHttp
 from sources.models import Connection, ConnectionStatus, PushEvent, PushStatus, PushSubscription, SyncRun
-from sources.oauth import OAuth2CodeSource, pkce_pair
 from sources.providers import withings as withings_plugin
 from sources.push import callback_url, connection_push, push_maintain, token_hash
-from sources.registry import get_plugin
 from sources.services import connection_store
 from sources.sync import connection_sync, drop_claim, release_sync
 from tests.conftest import Persona
@@ -42,6 +39,7 @@ from tests.emulators.oura import OuraEmulator, document_id, workout
 from tests.emulators.strava import StravaEmulator, synthetic
 from tests.emulators.webhook_receiver import WebhookReceiver, running_receiver
 from tests.emulators.withings import WithingsEmulator
+from tests.factories import connect_through_oauth
 from tests.live import LiveStack, free_port, start_stack, stop_stack, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -152,13 +150,7 @@ def receiver(alice: Persona) -> Iterator[WebhookReceiver]:
 
 
 def connect(persona: Persona, slug: str) -> Connection:
-    plugin = get_plugin(slug)
-    assert isinstance(plugin, OAuth2CodeSource)
-    verifier, challenge = pkce_pair()
-    url = plugin.authorization_url(redirect_uri=CALLBACK, state="s", code_challenge=challenge)
-    code = parse_qs(urlsplit(requests.get(url, allow_redirects=False, timeout=5).headers["Location"]).query)["code"][0]
-    credentials = plugin.exchange_code(code=code, redirect_uri=CALLBACK, code_verifier=verifier, http=ProviderHttp())
-    connection = connection_store(human=persona.human, slug=slug, credentials=credentials, request=None)
+    connection = connect_through_oauth(persona.human, slug, CALLBACK)
     run = connection_sync(connection_id=connection.pk)
     assert run is not None and run.outcome == "succeeded", run.error if run else "claimed"
     return Connection.objects.get(pk=connection.pk)

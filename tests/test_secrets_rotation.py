@@ -114,16 +114,6 @@ def test_it_names_an_unknown_application_or_secret(alice: Persona) -> None:
     assert token_exchange(alice, alice.app.client_secret) == 200 and not rotations(alice)
 
 
-@pytest.fixture
-def operator(db: None) -> Client:
-    from django.contrib.auth.models import User
-
-    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
-    browser = Client()
-    browser.force_login(User.objects.get(username="ops"))
-    return browser
-
-
 def test_the_admin_asks_first_then_shows_each_new_secret_once(
     operator: Client, alice: Persona, charlie: Persona
 ) -> None:
