@@ -239,7 +239,6 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     from tests.emulators.strava import StravaEmulator, synthetic
     from tests.emulators.webhook_receiver import running_receiver
     from tests.emulators.withings import WithingsEmulator
-    from tests.factories import connect_through_oauth
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulators' access logs
     today = datetime.now(UTC).date()
@@ -301,6 +300,7 @@ def run(mode: str, changes_wanted: int, interval: int, timeout: float) -> None:
     from connect.services import application_create, human_for_session
     from sources.models import Connection, PushStatus, PushSubscription
     from sources.push import callback_url, push_maintain
+    from tests.factories import connect_through_oauth
 
     measured = SOURCES
 
