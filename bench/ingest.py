@@ -10,14 +10,13 @@ history sync takes.
    time-series layout. The three are taken in turn, BENCH_ROUNDS times (5), and each side's
    median kept. ingest_ratio = engine rate / narrow-table rate.
 2. Memory: a 365-day Demo history sync with minute-level heart rate runs in a child process
-   (`manage.py sync_connection`); its peak RSS comes from getrusage of the child.
+   (`manage.py sync_connection`); the child reports its own peak RSS (VmHWM).
 
 Runs against DATABASE_URL's server in a database of its own, dropped at the end.
 Last line: `ingest_ratio=<x> peak_rss_mb=<y>`.
 """
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -86,7 +85,7 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
     from django.db import transaction
     from django.utils import timezone
 
-    from sources.base import SyncContext
+    from sources.base import SyncContext, as_records
     from sources.http import ProviderHttp
     from sources.providers.demo import DemoSource
     from sources.registry import get_plugin
@@ -135,7 +134,8 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
         """The same rows, written the bare way into the record table (one row each)."""
         baseline = make_connection(f"bare-{n}")
         ctx = context(baseline)
-        rows = [[_row(r, baseline.human_id, baseline.pk, "demo") for r in plugin.normalize(p, ctx)] for p in pages]
+        normalized = [as_records(plugin.normalize(p, ctx)) for p in pages]
+        rows = [[_row(r, baseline.human_id, baseline.pk, "demo") for r in records] for records in normalized]
         now = timezone.now()
         started = time.perf_counter()
         for page_rows in rows:
@@ -154,9 +154,9 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
         """The heart-rate readings (99% of the records), the bare idempotent way into a narrow
         table made for them: the floor a time-series layout is measured against."""
         ctx = context(first)
+        normalized = [as_records(plugin.normalize(page, ctx)) for page in pages]
         readings = [
-            [(first.pk, r.start_time, r.value) for r in plugin.normalize(page, ctx) if r.type == "heart_rate"]
-            for page in pages
+            [(first.pk, r.start_time, r.value) for r in records if r.type == "heart_rate"] for records in normalized
         ]
         table = f"narrow_reading_{n}"
         with db.cursor() as cursor:
@@ -197,6 +197,24 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
     )
 
 
+# `manage.py sync_connection <id>` in a process of its own, which then prints its own peak RSS:
+# the high-water mark of its memory since it started (VmHWM). getrusage(RUSAGE_CHILDREN) of the
+# parent would not do: Linux carries the parent's size at the fork into the child's maximum
+# across exec, so it reported this bench's own size whenever that was larger.
+_SYNC_AND_PEAK = """
+import os, resource, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "humanapi_project.settings")
+from django.core.management import execute_from_command_line
+execute_from_command_line(["manage.py", "sync_connection", sys.argv[1]])
+try:
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except OSError:  # no /proc: the maximum getrusage knows (which may include the fork's)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"peak_kb={peak}")
+"""
+
+
 def measure_memory(url: str) -> tuple[float, int, float]:
     from django.db.models import Sum
 
@@ -214,7 +232,7 @@ def measure_memory(url: str) -> tuple[float, int, float]:
     }
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "manage.py", "sync_connection", connection.pk],
+        [sys.executable, "-c", _SYNC_AND_PEAK, connection.pk],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -223,7 +241,7 @@ def measure_memory(url: str) -> tuple[float, int, float]:
     seconds = time.perf_counter() - started
     if result.returncode != 0 or "succeeded" not in result.stdout:
         raise SystemExit(f"the history sync failed: {result.stdout[-500:]} {result.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    peak_kb = int(result.stdout.rsplit("peak_kb=", 1)[1].split()[0])
     stored = Record.objects.filter(connection_id=connection.pk).count()
     stored += Series.objects.filter(connection_id=connection.pk).aggregate(n=Sum("count"))["n"] or 0
     return peak_kb / 1024, stored, seconds
