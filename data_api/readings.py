@@ -8,8 +8,10 @@ them is enough to find the one an offset falls in. Filters on the day and the so
 day rows; filters on createdAt/updatedAt are counted from each row's `stamps` (how many of its
 readings carry each pair), so a total never needs a payload.
 
-Cost: one index range over the Human's day rows of the type (365 a year of history, a few
-dozen bytes each) plus the payloads of the page's group, whatever the offset.
+Cost: one statement, an index range over the Human's day rows of the type (365 a year of
+history, a few dozen bytes each) positioned and counted in the database, which sends back only
+the rows of the page's group (and the last row, for the total) with their payloads; of those,
+only the blocks that hold the page are decompressed. The same whatever the offset.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from humanapi_project.sql import fetch
 
 from .models import Series
 from .records import Filters, Page, Window, tz_text
-from .series import AT, CREATED, FIELDS, SLOT, SOURCE_DATA, TZ, UPDATED, Columns, reading_id, split_id
+from .series import AT, CREATED, FIELDS, SLOT, SLOT_BITS, SOURCE_DATA, TZ, UPDATED, Columns, reading_id, split_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
@@ -55,17 +57,41 @@ stamp_text = lru_cache(maxsize=4096)(ms_text)  # createdAt/updatedAt repeat acro
 
 def reading_json(human_id: str, source: str, series_id: int, r: Sequence[Any]) -> dict[str, Any]:
     """A reading as the Data API shows any record of a measurement."""
+    return _shown(
+        human_id,
+        source,
+        reading_id(series_id, r[SLOT]),
+        r[AT],
+        r[TZ],
+        r[FIELDS],
+        r[SOURCE_DATA],
+        r[CREATED],
+        r[UPDATED],
+    )
+
+
+def _shown(
+    human_id: str,
+    source: str,
+    shown_id: int,
+    at: int,
+    tz: int,
+    fields: dict[str, Any],
+    source_data: Any,
+    created: int,
+    updated: int,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": str(reading_id(series_id, r[SLOT])),
+        "id": str(shown_id),
         "humanId": human_id,
         "source": source,
-        "timestamp": ms_text(r[AT]),
-        "tzOffset": tz_text(r[TZ]),
+        "timestamp": ms_text(at),
+        "tzOffset": tz_text(tz),
     }
-    body.update(r[FIELDS])
-    body["sourceData"] = r[SOURCE_DATA]
-    body["createdAt"] = stamp_text(r[CREATED])
-    body["updatedAt"] = stamp_text(r[UPDATED])
+    body.update(fields)
+    body["sourceData"] = source_data
+    body["createdAt"] = stamp_text(created)
+    body["updatedAt"] = stamp_text(updated)
     return body
 
 
@@ -100,23 +126,24 @@ def _stamp_test(filters: Filters) -> Callable[[int, int], bool] | None:
 
 
 def _groups(
-    headers: Iterable[tuple[int, int, int, int, Any]], test: Callable[[int, int], bool] | None
-) -> list[tuple[list[int], int]]:
-    """Headers (id, first ms, last ms, count, stamps) sorted newest last-instant first, as
-    groups of overlapping rows: (ids, readings that pass the filters)."""
-    groups: list[tuple[list[int], int]] = []
+    headers: Iterable[tuple[int, int, int, int, Any, int]], test: Callable[[int, int], bool] | None
+) -> list[tuple[list[int], int, int]]:
+    """Headers (id, first ms, last ms, count, stamps, readings before) sorted newest last-instant
+    first, as groups of overlapping rows: (ids, readings that pass the filters, readings before
+    the group)."""
+    groups: list[tuple[list[int], int, int]] = []
     floor: int | None = None
-    for series_id, first, last, count, stamps in headers:
+    for series_id, first, last, count, stamps, before in headers:
         matched = count if test is None else sum(n for c, u, n in stamps if test(c, u))
         if not matched:
             continue
         if floor is not None and last >= floor:
-            ids, total = groups[-1]
+            ids, total, at = groups[-1]
             ids.append(series_id)
-            groups[-1] = (ids, total + matched)
+            groups[-1] = (ids, total + matched, at)
             floor = min(floor, first)
         else:
-            groups.append(([series_id], matched))
+            groups.append(([series_id], matched, before))
             floor = first
     return groups
 
@@ -135,42 +162,61 @@ def _covering(groups: Sequence[tuple[T, int]], window: Window) -> tuple[list[T],
     return chosen, skip
 
 
-# The Human's day rows of a type, newest last instant first, with the payloads of the rows the
-# page most likely needs in the same round trip: those whose readings, counted in this order,
-# overlap [offset, offset + limit). (Exact for rows that don't overlap in time and without
-# filters on times; any other row the page needs is fetched afterwards.)
+# The Human's day rows of a type, newest last instant first, each with the readings of the
+# rows before it, and the payloads of the rows the page most likely needs in the same round
+# trip: those whose readings, counted in this order, overlap [offset, offset + limit). (Exact
+# for rows that don't overlap in time and without filters on times; any other row the page
+# needs is fetched afterwards.) Only the rows the caller needs come back: with a filter on
+# times every row (its readings are counted from `stamps`); otherwise the page's rows, the last
+# row (the total is its position plus its count) and every row of a span of overlapping rows,
+# which comes back whole (a row overlaps the rows before it when it ends at or after the
+# earliest start among them; the row before it then starts that span, or is in it).
 _HEADERS = """
 SELECT id, first_ms, last_ms, count, {stamps}, source,
-       CASE WHEN before < %s AND before + count > %s THEN payload END
+       CASE WHEN before < %s AND before + count > %s THEN payload END, before
 FROM (
-    SELECT *, coalesce(sum(count) OVER (ORDER BY last_ms DESC, id DESC
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    SELECT id, first_ms, last_ms, count, stamps, source, payload,
+           coalesce(sum(count) OVER w, 0) AS before, min(first_ms) OVER w AS floor,
+           lead(last_ms) OVER w AS next_last
     FROM data_api_series WHERE human_id = %s AND type = %s{conditions}
+    WINDOW w AS (ORDER BY last_ms DESC, id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) rows
+WHERE %s OR (before < %s AND before + count > %s) OR next_last IS NULL
+   OR last_ms >= floor OR next_last >= first_ms OR next_last >= floor
 ORDER BY last_ms DESC, id DESC
 """
 
 
 def _headers(
     human_id: str, kind: str, filters: Filters, window: Window, *, with_stamps: bool
-) -> tuple[list[tuple[int, int, int, int, Any]], dict[int, tuple[str, Any]]]:
-    """(id, first ms, last ms, count, stamps or None) of the day rows the day and source filters
-    select, and (source, payload) of the ones likely on the page (see _HEADERS). Plain SQL: a
-    year of history is 365 small rows, read on every page, where the ORM's per-row work would
-    cost more than the index range itself."""
+) -> tuple[list[tuple[int, int, int, int, Any, int]], dict[int, tuple[str, Any]]]:
+    """(id, first ms, last ms, count, stamps or None, readings of the rows before it) of the day
+    rows the day and source filters select that the page needs (see _HEADERS), and (source,
+    payload) of the ones likely on it. Plain SQL, one round trip, no row past the page's sent
+    back where the rows don't overlap."""
     conditions, params = filters.days_and_source().sql()
     sql = _HEADERS.format(stamps="stamps" if with_stamps else "NULL", conditions=conditions)
-    rows = fetch(sql, [window.offset + window.limit, window.offset, human_id, kind, *params])
-    headers = [(i, f, la, n, json.loads(st) if isinstance(st, str) else st) for i, f, la, n, st, _, _ in rows]
+    end, start = window.offset + window.limit, window.offset
+    rows = fetch(sql, [end, start, human_id, kind, *params, with_stamps, end, start])
+    headers = [
+        (i, f, la, n, json.loads(st) if isinstance(st, str) else st, int(before))
+        for i, f, la, n, st, _, _, before in rows
+    ]
     return headers, {row[0]: (row[5], row[6]) for row in rows if row[6] is not None}
 
 
 def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -> Page:
     test = _stamp_test(filters)
     headers, payloads = _headers(human.pk, kind, filters, window, with_stamps=test is not None)
-    groups = _groups(headers, test)
-    total = sum(n for _, n in groups)
-    chosen, skip = _covering(groups, window)
+    if test is not None:  # every row: the readings of each counted from its stamps
+        groups = _groups(headers, test)
+        total = sum(n for _, n, _ in groups)
+        chosen, skip = _covering([(ids, n) for ids, n, _ in groups], window)
+    else:  # whole spans, each at its place in the list
+        total = headers[-1][5] + headers[-1][3] if headers else 0
+        end = window.offset + window.limit
+        spans = [(ids, at) for ids, n, at in _groups(headers, None) if at < end and at + n > window.offset]
+        chosen, skip = [ids for ids, _ in spans], window.offset - spans[0][1] if spans else 0
     wanted = [series_id for ids in chosen for series_id in ids]
     missing = [series_id for series_id in wanted if series_id not in payloads]
     if missing:
@@ -189,28 +235,69 @@ def reading_page(*, human: Human, kind: str, filters: Filters, window: Window) -
         skip -= skipped
         if len(picked) >= window.limit:
             break
-    picked = picked[: window.limit]
-    documents = _source_data(picked, opened)
-    items = [
-        reading_json(human.pk, opened[series_id][0], series_id, opened[series_id][1].reading(n, "", documents[at]))
-        for at, (series_id, n) in enumerate(picked)
-    ]
-    return Page(items, total, window.limit, window.offset)
+    return Page(_rendered(human.pk, picked[: window.limit], opened), total, window.limit, window.offset)
+
+
+def _rendered(human_id: str, picked: list[tuple[int, int]], opened: dict[int, tuple[str, Columns]]) -> list[Any]:
+    """The picked readings as reading_json shows them, built from their blocks' columns (no
+    reading in between)."""
+    items = []
+    for (series_id, n), document in zip(picked, _source_data(picked, opened), strict=True):
+        source, columns = opened[series_id]
+        block = columns.block(n)
+        k = n - block.start
+        ref = block.field_refs[k]
+        rest = columns.field_docs[ref >> 1]
+        created, updated = columns.pairs[block.pair_refs[k]]
+        items.append(
+            _shown(
+                human_id,
+                source,
+                series_id << SLOT_BITS | block.slots[k],
+                block.times[k],
+                block.offsets[k],
+                {"value": block.value(k, columns.other), **rest} if ref & 1 else rest,
+                document,
+                created,
+                updated,
+            )
+        )
+    return items
 
 
 def _source_data(picked: list[tuple[int, int]], opened: dict[int, tuple[str, Columns]]) -> list[Any]:
-    """The source data of the picked readings, in their order: each day row's items parsed
-    together, as one JSON array (one parse instead of one per reading)."""
-    by_row: dict[int, list[int]] = {}
-    for at, (series_id, _) in enumerate(picked):
-        by_row.setdefault(series_id, []).append(at)
-    documents: list[Any] = [None] * len(picked)
-    for series_id, positions in by_row.items():
-        columns = opened[series_id][1]
-        items = b",".join(columns.item(picked[at][1]) for at in positions)
-        parsed = json.loads(f"[{items.decode()}]")  # as text: it is UTF-8, no need to look
-        for at, document in zip(positions, parsed, strict=True):
-            documents[at] = document
+    """The source data of the picked readings, in their order, parsed as one JSON array: a run
+    of readings that follow each other in one block (a page of one day row, newest first) is
+    one slice of its text, reversed once parsed."""
+    pieces: list[bytes] = []
+    runs: list[int] = []  # the length of each piece's run; negative: newest first
+    at = 0
+    while at < len(picked):
+        series_id, n = picked[at]
+        block = opened[series_id][1].block(n)
+        lowest = n
+        while (
+            at + 1 < len(picked)
+            and picked[at + 1][0] == series_id
+            and picked[at + 1][1] == lowest - 1
+            and lowest > block.start
+        ):
+            at += 1
+            lowest -= 1
+        pieces.append(block.items(lowest - block.start, n - block.start))
+        runs.append(lowest - n - 1 if lowest < n else 1)
+        at += 1
+    parsed = json.loads(f"[{b','.join(pieces).decode()}]")  # as text: it is UTF-8, no need to look
+    if len(runs) == len(picked):
+        return parsed
+    documents: list[Any] = []
+    start = 0
+    for run in runs:
+        if run > 0:
+            documents.extend(parsed[start : start + run])
+        else:
+            documents.extend(reversed(parsed[start : start - run]))
+        start += abs(run)
     return documents
 
 
@@ -231,9 +318,9 @@ def _newest_first(
     found = []
     for series_id in ids:
         columns = opened[series_id][1]
-        times, slots = columns.times, columns.slots
+        times, slots, refs, pairs = columns.times, columns.slots, columns.pair_refs, columns.pairs
         for n in range(len(columns)):
-            if test is None or test(*columns.stamps(n)):
+            if test is None or test(*pairs[refs[n]]):
                 found.append((times[n], reading_id(series_id, slots[n]), series_id, n))
     found.sort(reverse=True)
     skipped = min(skip, len(found))
@@ -301,10 +388,11 @@ def app_reading_page(*, application: Application, kind: str, filters: Filters, w
         for updated, series_id in wanted:
             columns = opened[series_id][2]
             group = []
+            slots, refs, pairs = columns.slots, columns.pair_refs, columns.pairs
             for n in range(len(columns)):
-                created, changed = columns.stamps(n)
+                created, changed = pairs[refs[n]]
                 if changed == updated and (test is None or test(created, changed)):
-                    group.append((columns.slots[n], n))
+                    group.append((slots[n], n))
             group.sort()
             ordered.extend((series_id, n) for _, n in group)
         for series_id, n in ordered[skip : skip + window.limit]:

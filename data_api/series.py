@@ -15,32 +15,40 @@ Every promise of a record holds for a reading:
   changes (a corrected offset) moves to its new day with its createdAt (and a new id there);
 - deletion of what a re-pulled window no longer holds, the day's rollup rewritten with it.
 
-The payload (format 2) is zlib of, in order: the number of readings and the size of a JSON
-part (two little-endian uint32); the JSON part (`f` the distinct `fields` objects without their
-`value`, `p` the distinct (createdAt, updatedAt) pairs, `o` values no double holds exactly);
-then columns, little-endian, one item a reading, sorted by (instant, slot): instants as epoch-ms
-deltas (int64), slots (int32), offsets in minutes (int16), indexes into `f` (int32: times 2,
-plus 1 where `fields` held `value` itself), indexes into `p` (int32), values (float64) and how
-each was given (a byte: null, integer, number, boolean, other); last the provider ids and then
-the source data as compact JSON texts, with where each ends (uint32). Opening a payload is a few
-array copies; a page parses the JSON of its own readings only.
+The payload (format 3) is a format byte, then, little-endian: a header of five uint32 (the
+number of readings, readings a block, blocks, and the compressed sizes of the JSON part and of
+the provider ids), the compressed size of each block (uint32 each), then zlib of the JSON part
+(`f` the distinct `fields` objects without their `value`, `p` the distinct (createdAt,
+updatedAt) pairs, `o` values no double holds exactly, keyed by place in the day), zlib of the
+provider ids (one JSON array), and the blocks, each zlib of its own readings' columns. The
+readings are sorted by (instant, slot) and cut into blocks of BLOCK; a block holds where its
+source data starts in the day's JSON array of them (uint32), then one item a reading: instants
+as epoch-ms deltas from the one before in the block (the first from 0) (int64), slots (int32),
+offsets in minutes (int16), indexes into `f` (int32: times 2, plus 1 where `fields` held
+`value` itself), indexes into `p` (int32), values (float64), how each was given (a byte: null,
+integer, number, boolean, other), where each reading's source data ends in the day's JSON
+array (uint32), and that piece of the array (compact JSON texts, each after a `[` or `,`).
+Opening a payload reads its header and JSON part; a page decompresses only the blocks it
+serves and parses the JSON of its own readings only. Format 2 (one zlib stream of the header,
+the JSON part, the provider ids and every column of the day) is still read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import sys
 import zlib
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from itertools import accumulate
+from itertools import accumulate, chain, islice, repeat
 from json import encoder
-from operator import itemgetter
+from operator import gt, itemgetter, lt
 from typing import Any
 
 from django.db import connection as db
@@ -54,9 +62,16 @@ from .models import DayStat, Series
 
 SLOT_BITS = 20
 MAX_SLOTS = 1 << SLOT_BITS
-FORMAT = b"\x02"
+FORMAT = b"\x03"
+_FORMAT_2 = b"\x02"  # still read: one block of every reading, the JSON part and ids inside it
 _TABLE = Series._meta.db_table
-_HEAD = struct.Struct("<III")  # readings, bytes of the JSON part, bytes of the provider ids
+# Readings, readings a block, blocks, compressed bytes of the JSON part, of the provider ids.
+_HEAD = struct.Struct("<IIIII")
+_HEAD_2 = struct.Struct("<III")  # format 2: readings, bytes of the JSON part, bytes of the provider ids
+_BASE = struct.Struct("<I")  # where a block's source data starts in the day's JSON array
+# Readings a block: a page opens the blocks it serves, a few dozen kilobytes each; a day of
+# minute-level heart rate (1,440) is six of them.
+BLOCK = 256
 
 # A reading in memory: a list indexed by these.
 AT, SLOT, KEY, TZ, VALUE, FIELDS, SOURCE_DATA, CREATED, UPDATED = range(9)
@@ -76,6 +91,50 @@ def _item_encoder() -> Any:
 
 
 _encode_item = _item_encoder()
+
+
+def _encode_items(documents: list[Any]) -> list[str]:
+    """`_encode_item` of each document, the same text: column by column (C-level maps) where the
+    documents are objects with the same keys, in the same order, each key's values of one
+    scalar type (a provider's list of samples, the usual case); one by one otherwise."""
+    try:
+        shapes = set(map(tuple, documents))
+    except TypeError:
+        return list(map(_encode_item, documents))
+    if len(shapes) != 1 or not all(type(d) is dict for d in documents[:1]):
+        return list(map(_encode_item, documents))
+    (shape,) = shapes
+    if not shape:
+        return ["{}"] * len(documents)
+    if not all(type(key) is str for key in shape):
+        return list(map(_encode_item, documents))
+    parts: list[Any] = []
+    for n, key in enumerate(shape):
+        column = list(map(itemgetter(key), documents))
+        texts = _scalar_texts(column)
+        if texts is None:
+            return list(map(_encode_item, documents))
+        parts += (repeat(("{" if n == 0 else ",") + encoder.encode_basestring_ascii(key) + ":"), texts)
+    parts.append(repeat("}"))
+    return list(map("".join, zip(*parts, strict=False)))  # the repeats are endless
+
+
+def _scalar_texts(column: list[Any]) -> Iterator[str] | None:
+    """The JSON texts of a column of scalars of one type, as `_encode_item` writes them; None
+    for any other column."""
+    kinds = set(map(type, column))
+    if kinds == {str}:
+        return map(encoder.encode_basestring_ascii, column)
+    if kinds == {int}:
+        return map(int.__repr__, column)
+    if kinds == {float} and all(map(math.isfinite, column)):
+        return map(float.__repr__, column)
+    if kinds <= {bool, type(None)}:
+        return map(_LITERALS.__getitem__, column)
+    return None
+
+
+_LITERALS = {True: "true", False: "false", None: "null"}
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
 
 
@@ -151,29 +210,93 @@ class Packed:
         return [float(v) for v in given if isinstance(v, int | float)]
 
 
-def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
+@dataclass
+class Fresh:
+    """Readings new to a day row, column by column (a reading's list split at AT, SLOT, ...):
+    how the engine hands a page's readings over, without a list per reading."""
+
+    times: list[int]
+    slots: list[int]
+    keys: list[str]
+    offsets: list[int]
+    values: list[Any]
+    fields: list[dict[str, Any]]
+    source_data: list[Any]
+    created: list[int]
+    updated: list[int]
+
+    @classmethod
+    def of(cls, readings: Sequence[list[Any]]) -> Fresh:
+        """Readings as lists (see AT, SLOT, ...), in columns."""
+        if not readings:
+            return cls([], [], [], [], [], [], [], [], [])
+        return cls(*map(list, zip(*readings, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        """The columns, in the order of a reading's list."""
+        return tuple(getattr(self, name) for name in _FRESH_COLUMNS)
+
+    def readings(self) -> list[list[Any]]:
+        return list(map(list, zip(*self.columns(), strict=True)))
+
+    def extend(self, other: Fresh) -> None:
+        for mine, theirs in zip(self.columns(), other.columns(), strict=True):
+            mine.extend(theirs)
+
+    def append(self, reading: list[Any]) -> None:
+        for column, value in zip(self.columns(), reading, strict=True):
+            column.append(value)
+
+    def pick(self, order: Iterable[int]) -> Fresh:
+        """These readings (by position), in this order."""
+        at = list(order)
+        return Fresh(*(list(map(column.__getitem__, at)) for column in self.columns()))
+
+    def last_of_each(self) -> Fresh:
+        """One reading per provider id: the last copy of one given twice."""
+        last = dict(zip(self.keys, range(len(self.keys)), strict=True))
+        return self if len(last) == len(self.keys) else self.pick(sorted(last.values()))
+
+    def in_order(self) -> Fresh:
+        """Sorted by (instant, slot), as a payload holds them: most often already so."""
+        times = self.times
+        if all(map(lt, times, islice(times, 1, None))):  # distinct instants, rising: no pair to compare
+            return self
+        pairs = list(zip(times, self.slots, strict=True))
+        if not any(map(gt, pairs, islice(pairs, 1, None))):
+            return self
+        return self.pick(sorted(range(len(pairs)), key=pairs.__getitem__))
+
+
+_FRESH_COLUMNS = ("times", "slots", "keys", "offsets", "values", "fields", "source_data", "created", "updated")
+
+
+def pack(stored: Columns | None, fresh: Fresh | list[list[Any]]) -> Packed:
     """The payload of a day: the readings already `stored` in it (left as they are, not parsed)
     and the `fresh` ones (sorted here), in (instant, slot) order."""
-    fresh.sort(key=_ORDER)
+    fresh = (fresh if isinstance(fresh, Fresh) else Fresh.of(fresh)).in_order()
     field_docs: list[Any] = list(stored.field_docs) if stored else []
     field_index = {_dedupe_key(doc): n for n, doc in enumerate(field_docs)}
     pairs: list[tuple[int, int]] = [(c, u) for c, u in stored.pairs] if stored else []
     pair_index = {pair: n for n, pair in enumerate(pairs)}
     base = stored.count if stored else 0
-    field_refs = _field_refs(fresh, field_docs, field_index)
+    field_refs = _field_refs(fresh.fields, fresh.values, field_docs, field_index)
     # (createdAt, updatedAt) pairs: usually one for a whole write.
-    stamped = list(zip(map(_CREATED, fresh), map(_UPDATED, fresh), strict=True))
-    for pair in dict.fromkeys(stamped):
+    distinct = dict.fromkeys(zip(fresh.created, fresh.updated, strict=True))
+    for pair in distinct:
         if pair not in pair_index:
             pair_index[pair] = len(pairs)
             pairs.append(pair)
-    pair_refs = list(map(pair_index.__getitem__, stamped))
-    values, kinds, other = _values(list(map(_VALUE, fresh)), base)
-    texts = list(map(_encode_item, map(_SOURCE_DATA, fresh)))
-    times = list(map(_AT, fresh))
-    slots = list(map(_SLOT, fresh))
-    offsets = list(map(_TZ, fresh))
-    keys = list(map(_KEY, fresh))
+    if len(distinct) == 1:
+        pair_refs = [pair_index[next(iter(distinct))]] * len(fresh)
+    else:
+        pair_refs = list(map(pair_index.__getitem__, zip(fresh.created, fresh.updated, strict=True)))
+    values, kinds, other = _values(fresh.values, base)
+    texts = _encode_items(fresh.source_data)
+    times, slots, offsets, keys = fresh.times, fresh.slots, fresh.offsets, fresh.keys
     if stored is None or not stored.count:
         items = f"[{','.join(texts)}]".encode()
         ends = list(accumulate((len(t) + 1 for t in texts), initial=0))[1:]
@@ -211,25 +334,26 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
             keys_json = _COMPACT.encode([keys_all[n] for n in order]).encode()
     count = len(times)
     meta = _COMPACT.encode({"f": field_docs, "p": [list(p) for p in pairs], "o": other}).encode()
-    blob = b"".join(
+    blocks: list[bytes] = []
+    for index, a in enumerate(range(0, count, BLOCK)):
+        blob = _block(
+            a, min(a + BLOCK, count), times, slots, offsets, field_refs, pair_refs, values, kinds, ends, items
+        )
+        kept = stored.stored_block(index, blob) if stored is not None else None
+        blocks.append(zlib.compress(blob, _LEVEL) if kept is None else kept)
+    parts = [zlib.compress(meta, _LEVEL), zlib.compress(keys_json, _LEVEL)]
+    payload = b"".join(
         (
-            _HEAD.pack(count, len(meta), len(keys_json)),
-            meta,
-            keys_json,
-            _bytes(array("q", [b - a for a, b in zip([0, *times], times, strict=False)])),
-            _bytes(array("i", slots)),
-            _bytes(array("h", offsets)),
-            _bytes(array("i", field_refs)),
-            _bytes(array("i", pair_refs)),
-            _bytes(values),
-            bytes(kinds),
-            _bytes(array("I", ends)),
-            items,
+            FORMAT,
+            _HEAD.pack(count, BLOCK, len(blocks), *map(len, parts)),
+            _bytes(array("I", map(len, blocks))),
+            *parts,
+            *blocks,
         )
     )
     stamps = Counter(pair_refs)
     return Packed(
-        payload=FORMAT + zlib.compress(blob, _LEVEL),
+        payload=payload,
         count=count,
         first_ms=times[0],
         last_ms=times[-1],
@@ -246,40 +370,125 @@ def pack(stored: Columns | None, fresh: list[list[Any]]) -> Packed:
 # against 12.6 on a day of minute-level heart rate).
 _LEVEL = 1
 
+
+def _block(
+    a: int,
+    b: int,
+    times: Sequence[int],
+    slots: Sequence[int],
+    offsets: Sequence[int],
+    field_refs: Sequence[int],
+    pair_refs: Sequence[int],
+    values: Sequence[float],
+    kinds: bytes | bytearray,
+    ends: Sequence[int],
+    items: bytes,
+) -> bytes:
+    """Readings [a, b) of a day's columns as one block of the payload (see the module docstring)."""
+    base = ends[a - 1] if a else 0
+    at = times[a:b]
+    return b"".join(
+        (
+            _BASE.pack(base),
+            _bytes(array("q", [t - p for p, t in zip([0, *at], at, strict=False)])),
+            _bytes(array("i", slots[a:b])),
+            _bytes(array("h", offsets[a:b])),
+            _bytes(array("i", field_refs[a:b])),
+            _bytes(array("i", pair_refs[a:b])),
+            _bytes(array("d", values[a:b])),
+            bytes(kinds[a:b]),
+            _bytes(array("I", ends[a:b])),
+            items[base : ends[b - 1]],
+        )
+    )
+
+
 _AT, _SLOT, _KEY, _TZ, _VALUE = itemgetter(AT), itemgetter(SLOT), itemgetter(KEY), itemgetter(TZ), itemgetter(VALUE)
 _FIELDS, _SOURCE_DATA = itemgetter(FIELDS), itemgetter(SOURCE_DATA)
 _CREATED, _UPDATED = itemgetter(CREATED), itemgetter(UPDATED)
 
 
-def _field_refs(fresh: list[list[Any]], field_docs: list[Any], field_index: dict[Any, int]) -> list[int]:
+def _field_refs(fields: list[Any], values: list[Any], field_docs: list[Any], field_index: dict[Any, int]) -> list[int]:
     """Each reading's `fields` as an index into `field_docs` (times 2, plus 1 where they held the
-    reading's value itself, kept once in the value column), new documents appended."""
-    refs = []
-    seen: dict[Any, int] = {}  # the same fields with the same value: the same reference
-    for r in fresh:
-        fields, value = r[FIELDS], r[VALUE]
-        try:
-            probe: Any = (tuple(fields.items()), tuple(map(type, fields.values())), value, type(value))
-            ref = seen.get(probe)
-        except TypeError:  # an unhashable value in the fields
-            probe = ref = None
-        if ref is None:
-            # `value` is kept once where the fields repeat it exactly (same number, same type).
-            given = fields.get("value", _ABSENT)
-            if given is not _ABSENT and type(given) is type(value) and given == value:
-                rest, has_value = {k: v for k, v in fields.items() if k != "value"}, 1
-            else:
-                rest, has_value = fields, 0
-            key = _dedupe_key(rest)
-            doc = field_index.get(key)
-            if doc is None:
-                doc = field_index[key] = len(field_docs)
-                field_docs.append(rest)
-            ref = doc * 2 + has_value
-            if probe is not None:
-                seen[probe] = ref
-        refs.append(ref)
-    return refs
+    reading's value itself, kept once in the value column), new documents appended. Readings
+    with the same fields and value (same types too) share one reference, worked out once: the
+    probes are built and looked up by C-level maps, not a Python loop per reading."""
+    shared = _shared_refs(fields, values, field_docs, field_index)
+    if shared is not None:
+        return shared
+    try:
+        items: Iterator[Any] = map(tuple, map(dict.items, fields))
+        given = set(map(type, chain.from_iterable(map(dict.values, fields))))
+        if len(given & _NUMBERS_AND_BOOL) > 1 or not given <= _SCALARS:
+            # 1, 1.0 and True are equal keys: told apart by their types, at a cost per reading.
+            items = zip(items, map(tuple, map(map, repeat(type), map(dict.values, fields))), strict=True)
+        probes = list(zip(items, values, map(type, values), strict=True))
+        refs = dict(zip(probes, range(len(probes)), strict=True))  # probe -> a reading that has it
+    except TypeError:  # an unhashable value in the fields (or fields that are not a dict)
+        return [_field_ref(f, v, field_docs, field_index) for f, v in zip(fields, values, strict=True)]
+    for probe, n in refs.items():
+        refs[probe] = _field_ref(fields[n], values[n], field_docs, field_index)
+    return list(map(refs.__getitem__, probes))
+
+
+_NUMBERS_AND_BOOL = frozenset((int, float, bool))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _shared_refs(
+    fields: list[Any], values: list[Any], field_docs: list[Any], field_index: dict[Any, int]
+) -> list[int] | None:
+    """`_field_refs` where every reading's fields have the same keys in the same order, repeat
+    the reading's value under "value" exactly (or have no "value"), and hold scalars of at most
+    one numeric type otherwise (a device's unit beside its number, the usual case): worked out
+    column by column. None where they don't."""
+    try:
+        shapes = set(map(tuple, fields))
+    except TypeError:
+        return None
+    if len(shapes) != 1:
+        return None
+    (shape,) = shapes
+    has_value = 0
+    if "value" in shape:
+        given = list(map(itemgetter("value"), fields))
+        if given != values or list(map(type, given)) != list(map(type, values)):
+            return None
+        has_value, shape = 1, tuple(k for k in shape if k != "value")
+    if not shape:
+        return [_doc_ref({}, field_docs, field_index) * 2 + has_value] * len(fields)
+    rows: list[Any] = list(map(itemgetter(*shape), fields))
+    if len(shape) == 1:
+        rows = list(zip(rows))
+    kinds = set(map(type, chain.from_iterable(rows)))
+    if len(kinds & _NUMBERS_AND_BOOL) > 1 or not kinds <= _SCALARS:
+        return None
+    refs = dict.fromkeys(rows, 0)
+    for row in refs:
+        refs[row] = _doc_ref(dict(zip(shape, row, strict=True)), field_docs, field_index) * 2 + has_value
+    if len(refs) == 1:
+        return [refs[rows[0]]] * len(rows)
+    return list(map(refs.__getitem__, rows))
+
+
+def _field_ref(fields: Any, value: Any, field_docs: list[Any], field_index: dict[Any, int]) -> int:
+    # `value` is kept once where the fields repeat it exactly (same number, same type).
+    given = fields.get("value", _ABSENT)
+    if given is not _ABSENT and type(given) is type(value) and given == value:
+        rest, has_value = {k: v for k, v in fields.items() if k != "value"}, 1
+    else:
+        rest, has_value = fields, 0
+    return _doc_ref(rest, field_docs, field_index) * 2 + has_value
+
+
+def _doc_ref(rest: Any, field_docs: list[Any], field_index: dict[Any, int]) -> int:
+    """The index of these fields in `field_docs`, appended if new."""
+    key = _dedupe_key(rest)
+    doc = field_index.get(key)
+    if doc is None:
+        doc = field_index[key] = len(field_docs)
+        field_docs.append(rest)
+    return doc
 
 
 def _values(given: list[Any], base: int) -> tuple[array[float], bytearray, dict[str, Any]]:
@@ -357,63 +566,204 @@ def _dedupe_key(fields: dict[str, Any]) -> Any:
     return key
 
 
-class Columns:
-    """A payload opened: its columns as arrays, each reading built only when asked for (its
-    provider id and source data are JSON texts, parsed one by one)."""
+class _Block:
+    """Readings [start, start + len(times)) of a payload, opened: their columns as arrays, and
+    their source data as a piece of the day's JSON array that starts at `base` in it."""
 
     __slots__ = (
-        "count",
+        "base",
+        "blob",
         "ends",
-        "field_docs",
         "field_refs",
-        "keys_json",
         "kinds",
         "offsets",
-        "other",
         "pair_refs",
-        "pairs",
         "slots",
+        "start",
         "text",
         "times",
         "values",
     )
 
+    def __init__(self, start: int, blob: bytes, at: int, count: int, base: int) -> None:
+        self.start, self.base = start, base
+        self.blob: bytes | None = None  # what it was opened from, where that is the block alone
+        deltas, at = _array("q", blob, at, count)
+        self.times = list(accumulate(deltas))
+        self.slots, at = _array("i", blob, at, count)
+        self.offsets, at = _array("h", blob, at, count)
+        self.field_refs, at = _array("i", blob, at, count)
+        self.pair_refs, at = _array("i", blob, at, count)
+        self.values, at = _array("d", blob, at, count)
+        self.kinds = blob[at : at + count]
+        self.ends, at = _array("I", blob, at + count, count)
+        self.text = blob[at:]
+
+    def item(self, k: int) -> bytes:
+        """Its `k`th reading's source data as stored: one item of the day's JSON array."""
+        return self.items(k, k)
+
+    def items(self, lo: int, hi: int) -> bytes:
+        """The source data of its readings `lo` to `hi` (both in) as stored: items of the day's
+        JSON array, with the commas between them."""
+        ends, base = self.ends, self.base
+        return self.text[(ends[lo - 1] if lo else base) + 1 - base : ends[hi] - base]
+
+    def value(self, k: int, other: dict[str, Any]) -> Any:
+        """The value of its `k`th reading (`other` is the payload's, keyed by place in the day)."""
+        kind = self.kinds[k]
+        if kind == _FLOAT:
+            return self.values[k]
+        if kind == _INT:
+            return int(self.values[k])
+        if kind == _NONE:
+            return None
+        return bool(self.values[k]) if kind == _BOOL else other[str(self.start + k)]
+
+
+class Columns:
+    """A payload opened: its header and JSON part at once, each block of readings decompressed
+    when one of its readings is asked for (a page opens only the blocks it serves), each
+    reading built only when asked for (its source data parsed from its own JSON text).
+
+    The whole day's columns (`times`, `slots`, `offsets`, `field_refs`, `pair_refs`, `values`,
+    `kinds`, `ends`, `text`, `keys_json`) are there too, as a format 2 payload held them: every
+    block opened and joined on first use."""
+
+    __slots__ = ("_blocks", "_keys", "_per_block", "_raw", "_spans", "_whole", "count", "field_docs", "other", "pairs")
+
     def __init__(self, payload: bytes | memoryview) -> None:
         raw = bytes(payload)
-        if raw[:1] != FORMAT:
-            raise ValueError(f"unknown series payload format {raw[:1]!r}")
-        blob = zlib.decompress(raw[1:])
-        count, meta_size, keys_size = _HEAD.unpack_from(blob)
-        start = _HEAD.size + meta_size
-        meta = json.loads(blob[_HEAD.size : start])
-        self.keys_json = blob[start : start + keys_size]
-        start += keys_size
-        self.count = count
+        version = raw[:1]
+        self._whole: _Block | None = None
+        if version == FORMAT:
+            count, per_block, blocks, meta_size, keys_size = _HEAD.unpack_from(raw, 1)
+            sizes, at = _array("I", raw, 1 + _HEAD.size, blocks)
+            meta = json.loads(zlib.decompress(raw[at : at + meta_size]))
+            self._keys: bytes | tuple[int, int] = (at + meta_size, at + meta_size + keys_size)
+            at += meta_size + keys_size
+            self._spans = list(accumulate(sizes, initial=at))
+            self._blocks: list[_Block | None] = [None] * blocks
+            self._raw = raw
+        elif version == _FORMAT_2:
+            blob = zlib.decompress(raw[1:])
+            count, meta_size, keys_size = _HEAD_2.unpack_from(blob)
+            at = _HEAD_2.size + meta_size
+            meta = json.loads(blob[_HEAD_2.size : at])
+            self._keys = blob[at : at + keys_size]
+            per_block = max(count, 1)
+            self._whole = _Block(0, blob, at + keys_size, count, 0)
+            self._blocks, self._spans, self._raw = [self._whole], [], b""
+        else:
+            raise ValueError(f"unknown series payload format {version!r}")
+        self.count, self._per_block = count, per_block
         self.field_docs, self.pairs, self.other = meta["f"], meta["p"], meta["o"]
-        deltas, start = _array("q", blob, start, count)
-        self.times = list(accumulate(deltas))
-        self.slots, start = _array("i", blob, start, count)
-        self.offsets, start = _array("h", blob, start, count)
-        self.field_refs, start = _array("i", blob, start, count)
-        self.pair_refs, start = _array("i", blob, start, count)
-        self.values, start = _array("d", blob, start, count)
-        self.kinds = blob[start : start + count]
-        self.ends, start = _array("I", blob, start + count, count)
-        self.text = blob[start:]
 
     def __len__(self) -> int:
         return self.count
 
+    def block(self, n: int) -> _Block:
+        """The block that holds reading `n`, opened."""
+        index = n // self._per_block
+        found = self._blocks[index]
+        if found is None:
+            blob = zlib.decompress(self._raw[self._spans[index] : self._spans[index + 1]])
+            start = index * self._per_block
+            base = _BASE.unpack_from(blob)[0]
+            found = self._blocks[index] = _Block(
+                start, blob, _BASE.size, min(self._per_block, self.count - start), base
+            )
+            found.blob = blob
+        return found
+
+    def stored_block(self, index: int, blob: bytes) -> bytes | None:
+        """Block `index` as stored (compressed), where it holds exactly `blob` (a block `pack`
+        made): a day rewritten with its first readings unchanged keeps their blocks as they are,
+        compressed once."""
+        if self._per_block != BLOCK or index >= len(self._blocks) or not self._raw:
+            return None
+        if self.block(index * BLOCK).blob != blob:
+            return None
+        return self._raw[self._spans[index] : self._spans[index + 1]]
+
+    def _all(self) -> _Block:
+        """Every reading as one block (the blocks joined, once)."""
+        whole = self._whole
+        if whole is None:
+            parts = [self.block(n) for n in range(0, self.count, self._per_block)]
+            whole = self._whole = object.__new__(_Block)
+            whole.start, whole.base = 0, 0
+            whole.times = []
+            for b in parts:
+                whole.times.extend(b.times)
+            for name, typecode in _JOINED:
+                joined = array(typecode)
+                for b in parts:
+                    joined.extend(getattr(b, name))
+                setattr(whole, name, joined)
+            whole.kinds = b"".join(b.kinds for b in parts)
+            whole.text = b"".join(b.text for b in parts) + b"]"
+        return whole
+
+    # The whole day's columns, as format 2 held them.
+
+    @property
+    def times(self) -> list[int]:
+        return self._all().times
+
+    @property
+    def slots(self) -> array[int]:
+        return self._all().slots
+
+    @property
+    def offsets(self) -> array[int]:
+        return self._all().offsets
+
+    @property
+    def field_refs(self) -> array[int]:
+        return self._all().field_refs
+
+    @property
+    def pair_refs(self) -> array[int]:
+        return self._all().pair_refs
+
+    @property
+    def values(self) -> array[float]:
+        return self._all().values
+
+    @property
+    def kinds(self) -> bytes:
+        return self._all().kinds
+
+    @property
+    def ends(self) -> array[int]:
+        return self._all().ends
+
+    @property
+    def text(self) -> bytes:
+        return self._all().text
+
+    @property
+    def keys_json(self) -> bytes:
+        """The provider ids, as one JSON array."""
+        if isinstance(self._keys, tuple):
+            start, end = self._keys
+            self._keys = zlib.decompress(self._raw[start:end])
+        return self._keys
+
     def stamps(self, n: int) -> tuple[int, int]:
-        created, updated = self.pairs[self.pair_refs[n]]
+        b = self.block(n)
+        created, updated = self.pairs[b.pair_refs[n - b.start]]
         return created, updated
 
     def value(self, n: int) -> Any:
-        return _value(self.values, self.kinds, self.other, n)
+        b = self.block(n)
+        return b.value(n - b.start, self.other)
 
     def item(self, n: int) -> bytes:
         """Reading `n`'s source data as stored: one item of the JSON array."""
-        return self.text[(self.ends[n - 1] if n else 0) + 1 : self.ends[n]]
+        b = self.block(n)
+        return b.item(n - b.start)
 
     def source_data(self, n: int) -> Any:
         """One reading's source data: its item of the array, parsed alone (as text: given bytes,
@@ -422,18 +772,23 @@ class Columns:
 
     def reading(self, n: int, key: str = "", source_data: Any = None) -> list[Any]:
         """Reading `n`; its provider id is given by `readings` (reads have no use for it)."""
-        ref, value = self.field_refs[n], self.value(n)
+        b = self.block(n)
+        k = n - b.start
+        ref, value = b.field_refs[k], b.value(k, self.other)
         rest = self.field_docs[ref >> 1]
         fields = {"value": value, **rest} if ref & 1 else dict(rest)
-        created, updated = self.stamps(n)
+        created, updated = self.pairs[b.pair_refs[k]]
         if source_data is None:
-            source_data = self.source_data(n)
-        return [self.times[n], self.slots[n], key, self.offsets[n], value, fields, source_data, created, updated]
+            source_data = json.loads(b.item(k).decode())
+        return [b.times[k], b.slots[k], key, b.offsets[k], value, fields, source_data, created, updated]
 
     def readings(self) -> list[list[Any]]:
         """Every reading, with its provider id (the arrays of ids and source data parsed whole)."""
         keys, documents = json.loads(self.keys_json), json.loads(self.text)
         return [self.reading(n, keys[n], documents[n]) for n in range(self.count)]
+
+
+_JOINED = (("slots", "i"), ("offsets", "h"), ("field_refs", "i"), ("pair_refs", "i"), ("values", "d"), ("ends", "I"))
 
 
 def decode(payload: bytes | memoryview) -> list[list[Any]]:
@@ -468,7 +823,7 @@ class Day:
     day: date
     pk: int | None  # its row's id; None for a day not stored yet
     stored: Columns | None = None
-    fresh: list[list[Any]] = field(default_factory=list)
+    fresh: Fresh = field(default_factory=lambda: Fresh.of([]))
     opened: dict[str, list[Any]] | None = None
     next_slot: int = 0
     dirty: bool = False
@@ -488,46 +843,47 @@ class Day:
     def open(self) -> dict[str, list[Any]]:
         if self.opened is None:
             self.opened = {r[KEY]: r for r in (self.stored.readings() if self.stored else ())}
-            self.opened.update((r[KEY], r) for r in self.fresh)
-            self.stored, self.fresh, self._keys = None, [], None
+            self.opened.update((r[KEY], r) for r in self.fresh.readings())
+            self.stored, self.fresh, self._keys = None, Fresh.of([]), None
         return self.opened
+
+    def _slots(self, count: int) -> range:
+        first = self.next_slot
+        if first + count > MAX_SLOTS:
+            raise OverflowError(f"{self.kind} {self.day}: more than {MAX_SLOTS} readings ever stored in one day")
+        self.next_slot = first + count
+        self.dirty = True
+        return range(first, first + count)
 
     def add(self, reading: list[Any]) -> None:
         """A reading new to this day: given the next slot."""
-        if self.next_slot >= MAX_SLOTS:
-            raise OverflowError(f"{self.kind} {self.day}: more than {MAX_SLOTS} readings ever stored in one day")
-        reading[SLOT] = self.next_slot
-        self.next_slot += 1
-        self.dirty = True
+        reading[SLOT] = self._slots(1)[0]
         if self.opened is not None:
             self.opened[reading[KEY]] = reading
             return
-        self.has(reading[KEY])  # the stored keys, read before this one joins them
-        assert self._keys is not None
-        self._keys.add(reading[KEY])
+        keys = self.keys()
+        assert isinstance(keys, set)
+        keys.add(reading[KEY])
         self.fresh.append(reading)
 
-    def extend(self, readings: Sequence[list[Any]]) -> None:
+    def extend(self, readings: Fresh) -> None:
         """Readings new to this day (none of their ids is in it): given the next slots."""
-        first = self.next_slot
-        if first + len(readings) > MAX_SLOTS:
-            raise OverflowError(f"{self.kind} {self.day}: more than {MAX_SLOTS} readings ever stored in one day")
-        for slot, reading in enumerate(readings, first):
-            reading[SLOT] = slot
-        self.next_slot = first + len(readings)
-        self.dirty = True
+        readings.slots = list(self._slots(len(readings)))
         if self.opened is not None:
-            self.opened.update((r[KEY], r) for r in readings)
+            self.opened.update((r[KEY], r) for r in readings.readings())
             return
         keys = self.keys()
         assert isinstance(keys, set)
-        keys.update(r[KEY] for r in readings)
-        self.fresh.extend(readings)
+        keys.update(readings.keys)
+        if len(self.fresh):
+            self.fresh.extend(readings)
+        else:
+            self.fresh = readings
 
     def empty(self) -> bool:
         if self.opened is not None:
             return not self.opened
-        return not self.fresh and not (self.stored and self.stored.count)
+        return not len(self.fresh) and not (self.stored and self.stored.count)
 
     def pack(self) -> Packed:
         if self.opened is not None:
@@ -573,31 +929,46 @@ def write(
     connection_id: str,
     source: str,
 ) -> dict[str, Written]:
-    """Merge readings, each (type, local day, reading), into their day rows; must run inside a
+    """Merge readings, each (type, local day, reading), into their day rows; see `write_days`."""
+    by_day: dict[tuple[str, date], list[list[Any]]] = defaultdict(list)
+    for kind, day, reading in items:
+        by_day[(kind, day)].append(reading)
+    batches = {key: Fresh.of(readings) for key, readings in by_day.items()}
+    return write_days(batches, human_id=human_id, connection_id=connection_id, source=source)
+
+
+def write_days(
+    batches: dict[tuple[str, date], Fresh],
+    *,
+    human_id: str,
+    connection_id: str,
+    source: str,
+) -> dict[str, Written]:
+    """Merge readings, by (type, local day), into their day rows; must run inside a
     transaction. A reading's stamps are the time of this write. The last copy of a duplicated
     provider id wins. Returns what was created and updated per type."""
-    incoming: dict[tuple[str, date], dict[str, list[Any]]] = defaultdict(dict)
-    for kind, day, reading in items:
-        incoming[(kind, day)][reading[KEY]] = reading
-    if not incoming:
+    if not batches:
         return {}
     wanted: dict[str, set[date]] = defaultdict(set)
-    for kind, day in incoming:
+    for kind, day in batches:
         # A reading's day may have moved by one (a corrected offset): its old day is looked in.
         wanted[kind].update((day - _ONE_DAY, day, day + _ONE_DAY))
     days: dict[tuple[str, date], Day] = {}
     for kind, dates in wanted.items():
         days.update(_locked_days(connection_id, kind, sorted(dates)))
     written: dict[str, Written] = defaultdict(Written)
-    for (kind, day), batch in incoming.items():
+    for (kind, day), given in batches.items():
+        batch = given.last_of_each()
         target = days.setdefault((kind, day), Day(kind, day, None))
         neighbours = [d for d in (days.get((kind, day - _ONE_DAY)), days.get((kind, day + _ONE_DAY))) if d]
         counts = written[kind]
-        if not any(batch.keys() & d.keys() for d in (target, *neighbours)):
-            target.extend(list(batch.values()))  # the usual page: every reading new
+        keys = set(batch.keys)
+        if not any(keys & d.keys() for d in (target, *neighbours)):
+            target.extend(batch)  # the usual page: every reading new
             counts.created += len(batch)
             continue
-        for key, new in batch.items():
+        for new in batch.readings():
+            key = new[KEY]
             if target.has(key):
                 old = target.open()[key]
                 if content(old) != content(new):
@@ -785,8 +1156,8 @@ def delete_missing(*, connection_id: str, kind: str, start_ms: int, end_ms: int,
     for day in days.values():
         stored = day.stored
         assert stored is not None
-        keys = json.loads(stored.keys_json)
-        if all(k in seen for n, k in enumerate(keys) if start_ms <= stored.times[n] < end_ms):
+        keys, times = json.loads(stored.keys_json), stored.times
+        if all(k in seen for k, at in zip(keys, times, strict=True) if start_ms <= at < end_ms):
             continue  # nothing gone: left packed
         readings = day.open()
         gone = [k for k, r in readings.items() if start_ms <= r[AT] < end_ms and k not in seen]

@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 from django.db import connection
 
+_FEW = 3
+
 
 class Cursor:
     """The few cursor methods the hand-written paths use, logged like the ORM's."""
@@ -40,9 +42,17 @@ class Cursor:
         started = time.monotonic()
         try:
             with connection.wrap_database_errors:
-                self.raw.executemany(sql, rows)
+                if len(rows) <= _FEW:  # a round trip each costs less than psycopg's pipeline for them
+                    for row in rows:
+                        self.raw.execute(sql, row)
+                else:
+                    self.raw.executemany(sql, rows)
         finally:
             self._log(f"{len(rows)} times: {sql}", started)
+
+    @property
+    def rowcount(self) -> int:
+        return self.raw.rowcount
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         with connection.wrap_database_errors:

@@ -2,15 +2,16 @@
 
 A plugin is one module in `sources/providers/` that defines a `SourcePlugin` subclass. It
 declares its metadata, turns the user's authorization into provider credentials, fetches raw
-pages since a cursor, and normalizes a page into `Record`s. Everything else (locking, token
-refresh, retries and backoff, upserts, deletion by absence, sync runs, notifications) belongs
-to the engine in `sources.sync`.
+pages since a cursor, and normalizes a page into `Record`s (dense samples may come as
+`Readings`, column by column). Everything else (locking, token refresh, retries and backoff,
+upserts, deletion by absence, sync runs, notifications) belongs to the engine in
+`sources.sync`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
@@ -144,6 +145,60 @@ class Record:
                 found = day_at(self.end_time if end else self.start_time, self.tz_offset)  # type: ignore[arg-type]
             self.__dict__["_local_day"] = found  # frozen: set past __setattr__, as cached_property does
         return found
+
+
+@dataclass
+class Readings:
+    """Readings of one type, column by column: how a plugin hands over a provider's dense
+    samples (a heart rate a minute is 1,440 a day) without a `Record` of each. It means exactly
+    the records `records()` makes of it (no end time, filed by their start), and the engine
+    stores it as it stores them, column by column."""
+
+    type: str
+    external_ids: list[str]
+    start_times: list[datetime]
+    tz_offsets: list[int]
+    values: list[Any]
+    fields: list[Mapping[str, Any]]
+    source_data: list[Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        sizes = {len(column) for column in self.columns()}
+        if len(sizes) > 1:
+            raise ValueError(f"{self.type} readings: columns of different lengths {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(self.external_ids)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        return (self.external_ids, self.start_times, self.tz_offsets, self.values, self.fields, self.source_data)
+
+    def records(self) -> list[Record]:
+        n = len(self)
+        return list(
+            map(
+                Record,
+                [self.type] * n,
+                self.external_ids,
+                self.start_times,
+                self.tz_offsets,
+                [None] * n,
+                self.values,
+                self.fields,
+                self.source_data,
+            )
+        )
+
+
+def as_records(items: Iterable[Record | Readings]) -> list[Record]:
+    """A plugin's normalized items as records, each run of readings expanded."""
+    found: list[Record] = []
+    for item in items:
+        if type(item) is Readings:
+            found.extend(item.records())
+        else:
+            found.append(item)  # type: ignore[arg-type]
+    return found
 
 
 @dataclass(frozen=True)
@@ -375,7 +430,8 @@ class SourcePlugin:
     def fetch(self, ctx: SyncContext) -> Iterator[RawPage]:
         raise NotImplementedError
 
-    def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
+    def normalize(self, page: RawPage, ctx: SyncContext) -> Sequence[Record | Readings]:
+        """The page's records; a provider's dense samples may come as `Readings` instead."""
         raise NotImplementedError
 
     # --- push notifications (webhooks in) ----------------------------------------------------

@@ -12,10 +12,10 @@ import gc
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
@@ -25,14 +25,18 @@ from django.db import connection as db
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from data_api.notifications import notify_connection_event, notify_data_updated
+from humanapi_project import sql
 
 from .base import (
     BudgetSpent,
     Collection,
     PermanentError,
     RateLimited,
+    Readings,
+    Record,
     RefreshRefused,
     SourcePlugin,
     SyncContext,
@@ -497,6 +501,8 @@ def _write_page(
 ) -> dict[str, Any]:
     records = plugin.normalize(page, ctx)  # outside the transaction: pure computation
     kinds = Counter(map(_TYPE, records))
+    for run in [item for item in records if type(item) is Readings]:
+        kinds[run.type] += len(run) - 1
     unknown = [kind for kind in kinds if kind not in RECORD_TYPES]
     if unknown:  # a plugin bug: never stored where no route would serve it, and said so
         records = [r for r in records if r.type in RECORD_TYPES]
@@ -521,20 +527,55 @@ def _write_page(
         if page.window is not None:
             empties = _delete_missing(connection, page.window, records, totals, cursor.get(EMPTY_KEY) or {})
             cursor[EMPTY_KEY] = empties
-        moved: dict[str, Any] = {}
-        if cursor != connection.cursor:
-            # The cursor moves in the same transaction as the page it describes.
-            moved["cursor"] = cursor
-        if written.oldest is not None:
-            oldest = written.oldest
-            moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
-        if connection.sync_claim:
-            moved["sync_claimed_at"] = now  # the claim's heartbeat (see claim_sync)
-        # Written only while this run still holds the claim; otherwise the page is rolled back.
-        if moved and not _claimed(connection).update(**moved):
+        # The cursor moves in the same transaction as the page it describes, with the earliest
+        # day stored and the claim's heartbeat (see claim_sync); written only while this run
+        # still holds the claim, otherwise the page is rolled back.
+        moved = cursor != connection.cursor
+        heartbeat = now if connection.sync_claim else None
+        if (moved or written.oldest or heartbeat) and not _move(
+            connection, cursor if moved else None, written.oldest, heartbeat
+        ):
             raise SyncCancelled(CANCELLED)
     totals.pages += 1
     return cursor
+
+
+_MOVE = (
+    f"UPDATE {Connection._meta.db_table} SET cursor = COALESCE(%s::jsonb, cursor),"
+    " oldest_date = LEAST(oldest_date, %s::date), sync_claimed_at = COALESCE(%s, sync_claimed_at)"
+    " WHERE id = %s AND sync_claim = %s AND status = %s"
+)
+
+
+def _move(
+    connection: Connection, cursor: dict[str, Any] | None, oldest: date | None, heartbeat: datetime | None
+) -> bool:
+    """Move a claimed connection's cursor (where given), its earliest stored day back to
+    `oldest` (where earlier) and its claim's heartbeat; False if the claim is gone. On
+    PostgreSQL one hand-written statement (LEAST ignores NULLs): the ORM's compiled its
+    expressions anew for every page."""
+    if db.vendor != "postgresql":
+        moved: dict[str, Any] = {}
+        if cursor is not None:
+            moved["cursor"] = cursor
+        if oldest is not None:
+            moved["oldest_date"] = Least(Coalesce(F("oldest_date"), Value(oldest)), Value(oldest))
+        if heartbeat is not None:
+            moved["sync_claimed_at"] = heartbeat
+        return bool(_claimed(connection).update(**moved))
+    with sql.cursor() as pg:
+        pg.execute(
+            _MOVE,
+            (
+                None if cursor is None else Jsonb(cursor),
+                oldest,
+                heartbeat,
+                connection.pk,
+                connection.sync_claim,
+                ConnectionStatus.ACTIVE.value,
+            ),
+        )
+        return pg.rowcount > 0
 
 
 # The engine's own part of a connection's cursor: per type, the windows the provider last
@@ -544,7 +585,11 @@ MAX_EMPTY_WINDOWS = 64
 
 
 def _delete_missing(
-    connection: Connection, window: Window, records: list[Any], totals: RunTotals, empties: dict[str, Any]
+    connection: Connection,
+    window: Window,
+    records: Sequence[Record | Readings],
+    totals: RunTotals,
+    empties: dict[str, Any],
 ) -> dict[str, Any]:
     """Delete what the provider no longer returns in `window`. An answer with nothing at all
     for a type is doubtful (a provider hiccup, a lapsed scope): what it would delete is held
@@ -552,7 +597,7 @@ def _delete_missing(
     empties = dict(empties)
     span = (window.start, window.end)
     for kind in (window.type, *window.also):
-        seen = {stored_id(r.external_id) for r in records if r.type == kind}
+        seen = _ids(records, kind)
         before = [_span(item) for item in empties.get(kind, [])]
         overlapping = [old for old in before if old[0] < span[1] and span[0] < old[1]]
         rest = [old for old in before if old not in overlapping]
@@ -576,6 +621,18 @@ def _delete_missing(
         else:
             empties.pop(kind, None)
     return empties
+
+
+def _ids(items: Sequence[Record | Readings], kind: str) -> set[str]:
+    """The provider ids of a page's items of one type, as stored."""
+    found: set[str] = set()
+    for item in items:
+        if item.type == kind:
+            if isinstance(item, Readings):
+                found.update(map(stored_id, item.external_ids))
+            else:
+                found.add(stored_id(item.external_id))
+    return found
 
 
 def _span(item: Any) -> tuple[datetime, datetime]:

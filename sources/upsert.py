@@ -14,7 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from operator import itemgetter
+from itertools import repeat
+from operator import add, attrgetter, floordiv, mul
 from typing import Any
 
 from django.db import connection as db
@@ -24,7 +25,7 @@ from data_api import series
 from data_api.models import Record as StoredRecord
 from humanapi_project import sql
 
-from .base import Record, day_of_ordinal
+from .base import Readings, Record, day_of_ordinal
 from .types import RECORD_TYPES, SERIES
 
 COLUMNS = (
@@ -136,31 +137,84 @@ _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _BY_START = frozenset(kind for kind in SERIES if RECORD_TYPES[kind].day_of == "start")
 
 
-def _reading(record: Record, now_ms: int) -> tuple[str, date, list[Any]]:
-    """A record of a series type as data_api.series writes it: (type, local day, reading)."""
-    fields, source_data = record.fields, record.source_data
-    seconds = record.start_time.timestamp()
-    day = record.day
-    if day is None:
-        if record.type in _BY_START and record.start_time.tzinfo is not None:
-            day = day_of_ordinal(_EPOCH_DAY + (int(seconds // 60) + record.tz_offset) // 1440)
-        else:
-            day = record.local_day
-    return (
-        record.type,
-        day,
-        [
-            round(seconds * 1000),
-            0,
-            stored_id(record.external_id),
-            record.tz_offset,
-            record.value,
-            fields if type(fields) is dict else dict(fields),
-            source_data if type(source_data) is dict else dict(source_data),
-            now_ms,
-            now_ms,
-        ],
+def _series_batches(items: list[Record | Readings], now_ms: int) -> dict[tuple[str, date], series.Fresh]:
+    """Records and runs of readings of series types as data_api.series writes them: by (type,
+    local day), column by column. A page holds a day or two of one type's readings, each column
+    made by a C-level map over the page rather than a list built per reading."""
+    by_kind: dict[str, list[Record | Readings]] = {}
+    for item in items:
+        by_kind.setdefault(item.type, []).append(item)
+    batches: dict[tuple[str, date], series.Fresh] = {}
+    for kind, group in by_kind.items():
+        runs = [item for item in group if isinstance(item, Readings)]
+        singles = [item for item in group if isinstance(item, Record)]
+        parts = [*runs, _as_run(kind, singles)] if singles else runs
+        run = parts[0] if len(parts) == 1 else _joined(kind, parts)
+        n = len(run)
+        starts, offsets = run.start_times, run.tz_offsets
+        seconds = list(map(datetime.timestamp, starts))
+        if kind in _BY_START and None not in map(_TZINFO, starts) and all(r.day is None for r in singles):
+            # Filed under the local day a reading starts on: from the instant and the offset, in
+            # integers (whole minutes since the epoch, plus the offset, in whole days).
+            ordinals = list(
+                map(int, map(floordiv, map(add, map(floordiv, seconds, repeat(60)), offsets), repeat(1440)))
+            )
+            named = {o: day_of_ordinal(_EPOCH_DAY + o) for o in set(ordinals)}
+            days = list(map(named.__getitem__, ordinals))
+        else:  # as each record says (its own day, or the local day of its start or end)
+            every = [*(r for part in runs for r in part.records()), *singles]
+            days = list(map(_LOCAL_DAY, every))
+        keys = run.external_ids
+        if "\x00" in "".join(keys):
+            keys = list(map(stored_id, keys))
+        fields, source_data = run.fields, run.source_data
+        columns = series.Fresh(
+            times=list(map(round, map(mul, seconds, repeat(1000)))),
+            slots=[0] * n,
+            keys=keys,
+            offsets=run.tz_offsets,
+            values=run.values,
+            fields=fields if _all_dicts(fields) else [dict(f) for f in fields],  # type: ignore[arg-type]
+            source_data=source_data if _all_dicts(source_data) else [dict(d) for d in source_data],
+            created=[now_ms] * n,
+            updated=[now_ms] * n,
+        )
+        distinct = set(days)
+        if len(distinct) == 1:
+            batches[(kind, days[0])] = columns
+            continue
+        at: dict[date, list[int]] = {day: [] for day in sorted(distinct)}
+        for position, day in enumerate(days):
+            at[day].append(position)
+        for day, positions in at.items():
+            batches[(kind, day)] = columns.pick(positions)
+    return batches
+
+
+def _as_run(kind: str, records: list[Record]) -> Readings:
+    """Records of one type as a run of readings (their end times and days aside)."""
+    return Readings(
+        kind,
+        list(map(_EXTERNAL_ID, records)),
+        list(map(_START, records)),
+        list(map(_TZ, records)),
+        list(map(_VALUE, records)),
+        list(map(_FIELDS, records)),
+        list(map(_SOURCE_DATA, records)),
     )
+
+
+def _joined(kind: str, runs: list[Readings]) -> Readings:
+    return Readings(kind, *([value for run in runs for value in run.columns()[n]] for n in range(6)))
+
+
+def _all_dicts(values: list[Any]) -> bool:
+    return set(map(type, values)) <= {dict}
+
+
+_START, _TZ = attrgetter("start_time"), attrgetter("tz_offset")
+_TZINFO, _LOCAL_DAY, _EXTERNAL_ID = attrgetter("tzinfo"), attrgetter("local_day"), attrgetter("external_id")
+_VALUE, _FIELDS, _SOURCE_DATA = attrgetter("value"), attrgetter("fields"), attrgetter("source_data")
 
 
 @dataclass
@@ -170,32 +224,34 @@ class PageWritten:
 
 
 def upsert_records(
-    records: Iterable[Record], *, human_id: str, connection_id: str, source: str, now: datetime
+    records: Iterable[Record | Readings], *, human_id: str, connection_id: str, source: str, now: datetime
 ) -> dict[str, TypeCounts]:
     """Write a page; must run inside a transaction. Returns created/updated counts per type."""
     return upsert_page(records, human_id=human_id, connection_id=connection_id, source=source, now=now).counts
 
 
 def upsert_page(
-    records: Iterable[Record], *, human_id: str, connection_id: str, source: str, now: datetime
+    records: Iterable[Record | Readings], *, human_id: str, connection_id: str, source: str, now: datetime
 ) -> PageWritten:
     """Write a page; must run inside a transaction. Readings of the types stored as series go
     to their day rows (data_api.series), the rest to the record table."""
     unique: dict[tuple[str, str], tuple[Any, ...]] = {}
     readings = []
-    stamp = _epoch_ms(now)
-    for record in records:  # the last copy of a duplicated id in one page wins
-        if record.type in SERIES:
-            readings.append(_reading(record, stamp))
+    for item in records:  # the last copy of a duplicated id in one page wins
+        if item.type in SERIES:
+            readings.append(item)
             continue
-        row = _row(record, human_id, connection_id, source)
-        unique[(row[3], row[4])] = row  # (type, external_id as stored)
+        for record in item.records() if isinstance(item, Readings) else (item,):
+            row = _row(record, human_id, connection_id, source)
+            unique[(row[3], row[4])] = row  # (type, external_id as stored)
+    batches = _series_batches(readings, _epoch_ms(now)) if readings else {}
     days = {row[8] for row in unique.values()}  # local_day
-    days.update(map(_DAY, readings))
+    days.update(day for _, day in batches)
     written = PageWritten(counts={}, oldest=min(days) if days else None)
     counts = written.counts
-    if readings:
-        for kind, w in series.write(readings, human_id=human_id, connection_id=connection_id, source=source).items():
+    if batches:
+        found = series.write_days(batches, human_id=human_id, connection_id=connection_id, source=source)
+        for kind, w in found.items():
             counts[kind] = TypeCounts(created=w.created, updated=w.updated)
     if not unique:
         return written
@@ -211,9 +267,6 @@ def upsert_page(
         else:
             entry.updated += n
     return written
-
-
-_DAY = itemgetter(1)
 
 
 _CONFLICT = (
@@ -234,7 +287,8 @@ _ARRAY_TYPES = {
     "data": "text",
     "source_data": "text",
 }
-_ARRAYS = ", ".join(f"%s::{_ARRAY_TYPES.get(c, 'varchar')}[]" for c in COLUMNS)
+# Sent in binary (%b): an array of JSON texts in the text format is escaped quote by quote.
+_ARRAYS = ", ".join(f"%b::{_ARRAY_TYPES.get(c, 'varchar')}[]" for c in COLUMNS)
 _FEW_ROWS = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}, created_at, updated_at) "
     f"SELECT {', '.join(f'{c}::jsonb' if c in ('data', 'source_data') else c for c in COLUMNS)}, %s, %s "
@@ -247,8 +301,8 @@ def _upsert_postgresql(rows: Sequence[tuple[Any, ...]], now: datetime) -> list[t
     """(type, inserted?, how many) of the rows written; rows left untouched are not counted."""
     cols = ", ".join(COLUMNS)
     if len(rows) <= _FEW:  # a few rows: one statement, cheaper than a staged COPY
-        # Each column as one array parameter: the same statement for every page, which psycopg
-        # prepares once per connection, where one placeholder per value would be parsed anew.
+        # Each column as one array parameter: the same statement text for every page, however
+        # many rows, where one placeholder per value would make a new statement each time.
         columns = [list(column) for column in zip(*rows, strict=True)]
         value = COLUMNS.index("value")
         columns[value] = [None if v is None else float(v) for v in columns[value]]

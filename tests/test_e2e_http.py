@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from data_api.models import Record
-from sources.base import SyncContext
+from sources.base import SyncContext, as_records
 from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome, SyncRun
 from sources.providers.demo import TZ_OFFSET, DemoSource
@@ -86,7 +86,7 @@ def demo_activities(now: datetime) -> dict[str, dict[str, Any]]:
     )
     out = {}
     for page in plugin.fetch(ctx):
-        for r in plugin.normalize(page, ctx):
+        for r in as_records(plugin.normalize(page, ctx)):
             if r.type == "activities":
                 out[r.external_id] = {
                     "source": "demo",

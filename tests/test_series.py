@@ -15,7 +15,7 @@ from django.test import Client
 
 from data_api import series
 from data_api.models import DayStat, Series
-from sources.base import Record
+from sources.base import Readings, Record
 from sources.models import Connection
 from sources.types import SERIES, SUMMARIZED, aggregate, finish
 from sources.upsert import count_in_window, delete_missing
@@ -386,6 +386,81 @@ def test_a_payload_gives_back_exactly_what_was_stored() -> None:
         assert series.decode(grown.payload) == readings
         assert (grown.count, grown.stamps) == (packed.count, packed.stamps)
         assert grown.numbers("") == packed.numbers("") and grown.numbers("value") == packed.numbers("value")
+
+
+def test_readings_handed_over_as_columns_are_stored_as_the_records_they_mean(alice: Persona) -> None:
+    """A plugin's `Readings` (its samples column by column) and the records its `records()` makes
+    store the same: the same readings on the same local days, across midnight and an offset
+    change, ids with a NUL, mixed in one page with records of the same type and a type kept in
+    the record table."""
+    at = datetime(2026, 3, 7, 23, 50, tzinfo=UTC)
+    n = 30
+    run = Readings(
+        "heart_rate",
+        [f"hr-{k}" + ("\x00" if k == 3 else "") for k in range(n)],
+        [at + timedelta(minutes=k) for k in range(n)],
+        [0] * 15 + [120] * 15,  # the device moved east halfway
+        [60 + k % 7 for k in range(n)],
+        [{"value": 60 + k % 7, "unit": "bpm"} for k in range(n)],
+        [{"bpm": 60 + k % 7, "n": k} for k in range(n)],
+    )
+    weights = Readings("weight", ["w-1"], [at], [0], [70.5], [{"value": 70.5, "unit": "kg"}], [{"kg": 70.5}])
+    single = beat(99, at - timedelta(hours=3), 55)
+    as_columns, as_records = demo_connection(alice.human), demo_connection(alice.human, slug="oura")
+    store(as_columns, [run, single, weights])  # type: ignore[list-item]
+    store(as_records, [*run.records(), single, *weights.records()])
+
+    def stored(connection: Connection, kind: str) -> list[tuple[Any, ...]]:
+        return sorted(
+            (r.external_id, r.start_time, r.tz_offset, r.local_day, r.value, r.data, r.source_data)
+            for r in stored_records(kind, connection_id=connection.pk)
+        )
+
+    for kind in ("heart_rate", "weight"):
+        assert stored(as_columns, kind) == stored(as_records, kind)
+    # Each on the local day `Record.local_day` gives it (its own arithmetic, not the engine's).
+    filed = {(r.external_id.replace("\x00", ""), r.local_day) for r in [*run.records(), single]}
+    assert {(r[0], r[3]) for r in stored(as_columns, "heart_rate")} == filed
+    assert {day for _, day in filed} == {date(2026, 3, 7), date(2026, 3, 8)}
+    with pytest.raises(ValueError, match="different lengths"):
+        Readings("heart_rate", ["a"], [at], [0, 0], [1], [{}], [{}])
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"unit": ["bpm"] * 4},  # the usual: a unit beside each number
+        {"unit": ["bpm", "bpm", "%", "bpm"]},
+        {"flag": [True, False, None, True]},
+        {"n": [1, 1.0, True, 0]},  # equal numbers of three types
+        {"x": [1.5, float("inf"), -0.0, 2.0]},
+        {"s": ["a", "\u00e9", '"', "\x00 \U0001f600"], "k": [1, 2, 3, 2**70]},
+        {},
+    ],
+)
+def test_readings_alike_are_written_column_by_column_exactly(columns: dict[str, list[Any]]) -> None:
+    """Readings whose fields and source data have the same keys (a provider's list of samples)
+    are packed column by column: every value comes back with its type, and the source data's
+    text is the one each document alone would have."""
+    values: list[Any] = [72, 72, 72.0, True]
+    readings = [
+        [
+            1_700_000_000_000 + 60_000 * n,
+            n,
+            f"id-{n}",
+            -300,
+            values[n],
+            {"value": values[n], **{key: column[n] for key, column in columns.items()}},
+            {key: column[n] for key, column in columns.items()},
+            1_700_000_000_123,
+            1_700_000_000_123,
+        ]
+        for n in range(4)
+    ]
+    back = series.decode(series.encode(readings))
+    assert repr(back) == repr(readings)  # repr tells 1, 1.0 and True apart, and -0.0 from 0.0
+    documents = [r[series.SOURCE_DATA] for r in readings]
+    assert series._encode_items(documents) == [series._encode_item(d) for d in documents]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from data_api.models import Record, Series
-from sources.base import SyncContext
+from sources.base import SyncContext, as_records
 from sources.http import ProviderHttp
 from sources.models import Connection, SyncOutcome
 from sources.providers.demo import DemoSource
@@ -31,7 +31,7 @@ def expected_records(connection: Connection) -> Counter[str]:
         http=ProviderHttp(),
         settings={},
     )
-    return Counter(r.type for page in plugin.fetch(ctx) for r in plugin.normalize(page, ctx))
+    return Counter(r.type for page in plugin.fetch(ctx) for r in as_records(plugin.normalize(page, ctx)))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -127,7 +127,7 @@ def test_a_night_is_served_once_it_is_over_with_its_measures() -> None:
             http=ProviderHttp(),
             settings={},
         )
-        records = DemoSource({}).normalize(RawPage(type="day", payload=document), ctx)
+        records = as_records(DemoSource({}).normalize(RawPage(type="day", payload=document), ctx))
         assert all((r.end_time or r.start_time) <= now for r in records)
         return {r.type for r in records}
 

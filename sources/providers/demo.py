@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
 
-from ..base import AuthKind, AuthorizationFailed, Credentials, FormField, RawPage, Record, SourcePlugin, SyncContext
+from ..base import (
+    AuthKind,
+    AuthorizationFailed,
+    Credentials,
+    FormField,
+    RawPage,
+    Readings,
+    Record,
+    SourcePlugin,
+    SyncContext,
+)
 from ..http import ProviderHttp
 
 DEMO_USERNAME = "demouser"
@@ -261,16 +272,28 @@ class DemoSource(SourcePlugin):
             yield RawPage(type="day", payload=generator.day_document(day), cursor={"day": day.isoformat()})
             day += timedelta(days=1)
 
-    def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record]:
+    def normalize(self, page: RawPage, ctx: SyncContext) -> list[Record | Readings]:
         """Today's records that have happened: a reading taken, a sleep or a workout ended (a
         device reports a night once it is over, with its measures)."""
-        return [r for r in normalize_day(page.payload) if (r.end_time or r.start_time) <= ctx.now]
+        items = normalize_day(page.payload)
+        doc = page.payload
+        ends = datetime.fromisoformat(doc["date"]) + timedelta(days=1, minutes=-int(doc["tz_offset_minutes"]))
+        if ends.replace(tzinfo=UTC) <= ctx.now:  # a day gone by: everything in it has happened
+            return items
+        happened: list[Record | Readings] = []
+        for item in items:
+            if isinstance(item, Readings):  # in time order: those up to now
+                taken = bisect_right(item.start_times, ctx.now)
+                happened.append(Readings(item.type, *(column[:taken] for column in item.columns())))
+            elif (item.end_time or item.start_time) <= ctx.now:
+                happened.append(item)
+        return happened
 
 
-def normalize_day(doc: dict[str, Any]) -> list[Record]:
+def normalize_day(doc: dict[str, Any]) -> list[Record | Readings]:
     tz = int(doc["tz_offset_minutes"])
     day = doc["date"]
-    records: list[Record] = []
+    records: list[Record | Readings] = []
     for act in doc["activities"]:
         records.append(
             Record(
@@ -314,19 +337,20 @@ def normalize_day(doc: dict[str, Any]) -> list[Record]:
             source_data=sleep,
         )
     )
-    # 1,440 a day at the finest interval: made directly, without _reading's keyword arguments.
-    records.extend(
-        Record(
+    # 1,440 a day at the finest interval: handed over column by column, not a Record each.
+    minutes = doc["heart_rate"]
+    stamps = [at for at, _ in minutes]
+    bpms = [bpm for _, bpm in minutes]
+    records.append(
+        Readings(
             "heart_rate",
-            "hr-" + at,
-            _parse(at),
-            tz,
-            None,
-            bpm,
-            {"value": bpm, "unit": "bpm"},
-            {"timestamp": at, "value": bpm},
+            list(map("hr-".__add__, stamps)),
+            list(map(datetime.fromisoformat, stamps)),
+            [tz] * len(stamps),
+            bpms,
+            [{"value": bpm, "unit": "bpm"} for bpm in bpms],
+            [{"timestamp": at, "value": bpm} for at, bpm in minutes],
         )
-        for at, bpm in doc["heart_rate"]
     )
     body = doc["body"]
     at = body["measured_at"]
