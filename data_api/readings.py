@@ -70,6 +70,9 @@ def reading_json(human_id: str, source: str, series_id: int, r: Sequence[Any]) -
     )
 
 
+_NO_VALUE = object()
+
+
 def _shown(
     human_id: str,
     source: str,
@@ -80,7 +83,9 @@ def _shown(
     source_data: Any,
     created: int,
     updated: int,
+    value: Any = _NO_VALUE,
 ) -> dict[str, Any]:
+    """A reading's body; `value`, where given, comes first among its fields."""
     body: dict[str, Any] = {
         "id": str(shown_id),
         "humanId": human_id,
@@ -88,6 +93,8 @@ def _shown(
         "timestamp": ms_text(at),
         "tzOffset": tz_text(tz),
     }
+    if value is not _NO_VALUE:
+        body["value"] = value
     body.update(fields)
     body["sourceData"] = source_data
     body["createdAt"] = stamp_text(created)
@@ -247,7 +254,6 @@ def _rendered(human_id: str, picked: list[tuple[int, int]], opened: dict[int, tu
         block = columns.block(n)
         k = n - block.start
         ref = block.field_refs[k]
-        rest = columns.field_docs[ref >> 1]
         created, updated = columns.pairs[block.pair_refs[k]]
         items.append(
             _shown(
@@ -256,10 +262,11 @@ def _rendered(human_id: str, picked: list[tuple[int, int]], opened: dict[int, tu
                 series_id << SLOT_BITS | block.slots[k],
                 block.times[k],
                 block.offsets[k],
-                {"value": block.value(k, columns.other), **rest} if ref & 1 else rest,
+                columns.field_docs[ref >> 1],
                 document,
                 created,
                 updated,
+                block.value(k, columns.other) if ref & 1 else _NO_VALUE,
             )
         )
     return items
