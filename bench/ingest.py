@@ -89,7 +89,7 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
     from sources.http import ProviderHttp
     from sources.providers.demo import DemoSource
     from sources.registry import get_plugin
-    from sources.sync import RunTotals, _store_page
+    from sources.sync import RunTotals, _context, _store_page
     from sources.upsert import _CONFLICT, COLUMNS, _row
 
     settings.DEMO_HISTORY_DAYS = RATE_DAYS
@@ -98,16 +98,8 @@ def measure_rate(rounds: int) -> tuple[float, float, float, int]:
     assert isinstance(plugin, DemoSource)
 
     def context(connection: Any) -> SyncContext:
-        return SyncContext(
-            connection_id=connection.pk,
-            external_user_id="demouser",
-            credentials={},
-            cursor={},
-            history=True,
-            now=timezone.now(),
-            http=ProviderHttp(),
-            settings={},
-        )
+        """A history sync's context, as the engine makes it."""
+        return _context(connection, plugin, ProviderHttp(), True, {})
 
     first = make_connection("pages")
     pages = list(plugin.fetch(context(first)))  # the "provider" part, outside the timing

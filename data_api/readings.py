@@ -31,7 +31,7 @@ from humanapi_project.sql import fetch
 
 from .models import Series
 from .records import Filters, Page, Window, tz_text
-from .series import AT, CREATED, FIELDS, SLOT, SLOT_BITS, SOURCE_DATA, TZ, UPDATED, Columns, reading_id, split_id
+from .series import AT, CREATED, FIELDS, SLOT, SOURCE_DATA, TZ, UPDATED, Columns, reading_id, split_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
@@ -259,7 +259,7 @@ def _rendered(human_id: str, picked: list[tuple[int, int]], opened: dict[int, tu
             _shown(
                 human_id,
                 source,
-                series_id << SLOT_BITS | block.slots[k],
+                reading_id(series_id, block.slots[k]),
                 block.times[k],
                 block.offsets[k],
                 columns.field_docs[ref >> 1],

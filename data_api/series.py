@@ -154,7 +154,6 @@ def encode(readings: Sequence[list[Any]]) -> bytes:
     return pack(None, list(readings)).payload
 
 
-_ORDER = itemgetter(AT, SLOT)
 _ABSENT = object()
 
 
@@ -401,11 +400,6 @@ def _block(
             items[base : ends[b - 1]],
         )
     )
-
-
-_AT, _SLOT, _KEY, _TZ, _VALUE = itemgetter(AT), itemgetter(SLOT), itemgetter(KEY), itemgetter(TZ), itemgetter(VALUE)
-_FIELDS, _SOURCE_DATA = itemgetter(FIELDS), itemgetter(SOURCE_DATA)
-_CREATED, _UPDATED = itemgetter(CREATED), itemgetter(UPDATED)
 
 
 def _field_refs(fields: list[Any], values: list[Any], field_docs: list[Any], field_index: dict[Any, int]) -> list[int]:

@@ -194,10 +194,10 @@ def as_records(items: Iterable[Record | Readings]) -> list[Record]:
     """A plugin's normalized items as records, each run of readings expanded."""
     found: list[Record] = []
     for item in items:
-        if type(item) is Readings:
+        if isinstance(item, Readings):
             found.extend(item.records())
         else:
-            found.append(item)  # type: ignore[arg-type]
+            found.append(item)
     return found
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add, attrgetter, floordiv, mul
 from typing import Any
 
@@ -172,7 +172,7 @@ def _series_batches(items: list[Record | Readings], now_ms: int) -> dict[tuple[s
             times=list(map(round, map(mul, seconds, repeat(1000)))),
             slots=[0] * n,
             keys=keys,
-            offsets=run.tz_offsets,
+            offsets=offsets,
             values=run.values,
             fields=fields if _all_dicts(fields) else [dict(f) for f in fields],  # type: ignore[arg-type]
             source_data=source_data if _all_dicts(source_data) else [dict(d) for d in source_data],
@@ -205,7 +205,9 @@ def _as_run(kind: str, records: list[Record]) -> Readings:
 
 
 def _joined(kind: str, runs: list[Readings]) -> Readings:
-    return Readings(kind, *([value for run in runs for value in run.columns()[n]] for n in range(6)))
+    """Runs of one type as one, in order."""
+    columns = zip(*(run.columns() for run in runs), strict=True)
+    return Readings(kind, *(list(chain.from_iterable(column)) for column in columns))
 
 
 def _all_dicts(values: list[Any]) -> bool:
